@@ -1,0 +1,108 @@
+"""The assignment's check of the unfold/fold convolution against PyTorch's.
+
+    python test_conv.py          (from code/)   or   python code/test_conv.py   (from the repo root)
+
+Prints the assignment's lines and exits non-zero when a check fails (the original printed
+"All passed!" whatever happened). pytest collects the three checks too.
+"""
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd import gradcheck
+
+from student_code import CustomConv2d, CustomConv2DFunction
+
+custom_conv2d = CustomConv2DFunction.apply
+
+# The assignment's case: 2 x 3 x 12 x 12 input, 64 filters of 7 x 7, stride 2, padding 3, float64.
+STRIDE, PADDING = 2, 3
+ATOL = 1e-5
+GRADCHECK_EPS = 1e-4
+
+
+def pick_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_inputs(device):
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=generator).to(device).requires_grad_()
+
+    return randn(2, 3, 12, 12), randn(64, 3, 7, 7), randn(64)
+
+
+def check_fprop(device):
+    """The custom forward matches F.conv2d within ATOL."""
+    input_feats, weight, bias = make_inputs(device)
+    ref_output = F.conv2d(input_feats, weight, bias, STRIDE, PADDING)
+    output = custom_conv2d(input_feats, weight, bias, STRIDE, PADDING)
+    return output.shape == ref_output.shape and bool((output - ref_output).abs().max() < ATOL)
+
+
+def check_bprop(device):
+    """The custom backward matches finite differences (gradcheck)."""
+    input_feats, weight, bias = make_inputs(device)
+    return gradcheck(
+        custom_conv2d, (input_feats, weight, bias, STRIDE, PADDING),
+        eps=GRADCHECK_EPS, atol=ATOL, raise_exception=False,
+    )
+
+
+def check_module(device):
+    """CustomConv2d and nn.Conv2d sharing one state_dict give the same output and gradients."""
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
+    custom = CustomConv2d(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
+    custom.load_state_dict(reference.state_dict())
+    input_feats, _, _ = make_inputs(device)
+    ref_output, output = reference(input_feats), custom(input_feats)
+    if output.shape != ref_output.shape or not torch.allclose(output, ref_output, atol=ATOL):
+        return False
+    grad = torch.randn_like(output)
+    ref_grads = torch.autograd.grad(ref_output, [input_feats, *reference.parameters()], grad)
+    grads = torch.autograd.grad(output, [input_feats, *custom.parameters()], grad)
+    return all(torch.allclose(a, b, atol=ATOL) for a, b in zip(grads, ref_grads))
+
+
+CHECKS = (
+    ("Check Fprop ...", "Fprop testing", check_fprop),
+    ("Check Bprop ...", "Bprop testing", check_bprop),
+    ("Check nn.module wrapper ...", "nn.module wrapper testing", check_module),
+)
+
+
+def main():
+    device = pick_device()
+    print(f"Using device: {device}")
+    failed = 0
+    for heading, name, check in CHECKS:
+        print(heading)
+        passed = check(device)
+        print(f"{name} {'passed' if passed else 'failed'}")
+        failed += not passed
+    if failed:
+        print(f"{failed} of {len(CHECKS)} checks failed.")
+        return 1
+    print("All passed! End of testing.")
+    return 0
+
+
+# pytest entry points: the same checks, on the same device.
+def test_fprop():
+    assert check_fprop(pick_device())
+
+
+def test_bprop():
+    assert check_bprop(pick_device())
+
+
+def test_module_wrapper():
+    assert check_module(pick_device())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The unfold/fold convolution against PyTorch's F.conv2d and nn.Conv2d."""
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import student_code
+from student_code import CustomConv2d, CustomConv2DFunction, custom_conv2d
+
+# (in_channels, out_channels, kernel, stride, padding, dilation, groups)
+CASES = [
+    (3, 4, 1, 1, 0, 1, 1),  # pointwise fast path
+    (3, 4, 1, 2, 1, 1, 1),  # 1x1 that still needs unfold (stride, padding)
+    (3, 4, 3, 1, 1, 1, 1),
+    (3, 4, 5, 2, 2, 1, 1),
+    (3, 4, 7, 2, 3, 1, 1),  # SimpleNet's first layer
+    (2, 3, (3, 5), (1, 2), (1, 2), 1, 1),  # rectangular kernel, pair stride and padding
+    (2, 3, 3, 1, 2, 2, 1),  # dilation
+    (2, 2, 3, (2, 1), 0, (1, 2), 1),
+    (4, 6, 3, 1, 1, 1, 2),  # groups
+    (4, 4, 3, 2, 1, 1, 4),  # depthwise
+    (4, 8, 3, 1, "same", 1, 4),
+    (3, 4, 4, 1, "same", 1, 1),  # even kernel: asymmetric 'same' padding
+    (3, 4, (2, 3), 1, "same", (2, 1), 1),
+    (3, 4, 3, 1, "valid", 1, 1),
+]
+
+
+def make_case(case, batch=2, size=(9, 10), dtype=torch.float64, bias=True, seed=0):
+    c_in, c_out, kernel, stride, padding, dilation, groups = case
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, c_in, *size, dtype=dtype, generator=g)
+    w = torch.randn(c_out, c_in // groups, kh, kw, dtype=dtype, generator=g)
+    b = torch.randn(c_out, dtype=dtype, generator=g) if bias else None
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def grads(fn, tensors, grad_out_seed=1):
+    tensors = [t.detach().requires_grad_() for t in tensors if t is not None]
+    out = fn(*tensors)
+    grad_out = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(grad_out_seed))
+    return out, torch.autograd.grad(out, tensors, grad_out)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_forward_and_gradients_match_conv2d(case, bias):
+    x, w, b, kwargs = make_case(case, bias=bias)
+    args = [x, w] + ([b] if bias else [])
+
+    def custom(*t):
+        return custom_conv2d(t[0], t[1], t[2] if bias else None, **kwargs)
+
+    def reference(*t):
+        return F.conv2d(t[0], t[1], t[2] if bias else None, **kwargs)
+
+    out, custom_grads = grads(custom, args)
+    ref_out, ref_grads = grads(reference, args)
+    assert out.shape == ref_out.shape
+    torch.testing.assert_close(out, ref_out)
+    for got, expected in zip(custom_grads, ref_grads):
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[5], CASES[6], CASES[8], CASES[11]], ids=str)
+def test_gradcheck(case):
+    x, w, b, kwargs = make_case(case, batch=2, size=(6, 7))
+    inputs = tuple(t.requires_grad_() for t in (x, w, b))
+    # fast_mode checks random projections of the Jacobian: the same verdict for a wrong gradient at a
+    # fraction of the cost. code/test_conv.py runs the assignment's full gradcheck.
+    assert torch.autograd.gradcheck(
+        lambda *t: custom_conv2d(*t, **kwargs), inputs, eps=1e-6, atol=1e-5, fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_batch_sizes_and_chunking(batch, monkeypatch):
+    # A tiny chunk size forces one sample per chunk, so chunk boundaries are exercised.
+    monkeypatch.setattr(student_code, "CHUNK_BYTES", 1)
+    x, w, b, kwargs = make_case(CASES[3], batch=batch)
+    out, custom_grads = grads(lambda *t: custom_conv2d(*t, **kwargs), [x, w, b])
+    ref_out, ref_grads = grads(lambda *t: F.conv2d(*t, **kwargs), [x, w, b])
+    torch.testing.assert_close(out, ref_out)
+    for got, expected in zip(custom_grads, ref_grads):
+        torch.testing.assert_close(got, expected)
+
+
+def test_unbatched_input():
+    x, w, b, kwargs = make_case(CASES[4])
+    out = custom_conv2d(x[0], w, b, **kwargs)
+    torch.testing.assert_close(out, F.conv2d(x[0], w, b, **kwargs))
+    assert out.dim() == 3
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous"])
+def test_memory_layouts(layout):
+    x, w, b, kwargs = make_case(CASES[4], size=(12, 12))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        assert not x.is_contiguous()
+    else:
+        x = x[:, :, ::2, 1::2]  # a strided view: (2, 3, 6, 6)
+    out, custom_grads = grads(lambda *t: custom_conv2d(*t, **kwargs), [x, w, b])
+    ref_out, ref_grads = grads(lambda *t: F.conv2d(*t, **kwargs), [x, w, b])
+    torch.testing.assert_close(out, ref_out)
+    for got, expected in zip(custom_grads, ref_grads):
+        torch.testing.assert_close(got, expected)
+
+
+def test_float32_and_positional_call_as_in_the_assignment():
+    x, w, b, _ = make_case(CASES[4], dtype=torch.float32)
+    # The original test calls CustomConv2DFunction.apply(input, weight, bias, stride, padding).
+    out = CustomConv2DFunction.apply(x, w, b, 2, 3)
+    torch.testing.assert_close(out, F.conv2d(x, w, b, 2, 3), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(custom_conv2d(x, w, b, 2, 3), F.conv2d(x, w, b, 2, 3), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision(dtype):
+    x, w, b, kwargs = make_case(CASES[2], dtype=torch.float32)
+    expected = F.conv2d(x, w, b, **kwargs)
+    out = custom_conv2d(x.to(dtype), w.to(dtype), b.to(dtype), **kwargs)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=0.25, rtol=0.05)
+
+
+def test_autocast_runs_in_the_autocast_dtype():
+    x, w, b, kwargs = make_case(CASES[2], dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = custom_conv2d(x, w, b, **kwargs)
+        ref = F.conv2d(x, w, b, **kwargs)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.25, rtol=0.05)
+
+
+def test_output_is_fresh_so_inplace_relu_works():
+    x, w, b, kwargs = make_case(CASES[2], dtype=torch.float32)
+    w.requires_grad_()
+    out = custom_conv2d(x, w, b, **kwargs)
+    assert out._base is None
+    nn.ReLU(inplace=True)(out).sum().backward()
+    ref_w = w.detach().clone().requires_grad_()
+    F.relu(F.conv2d(x, ref_w, b, **kwargs)).sum().backward()
+    torch.testing.assert_close(w.grad, ref_w.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_backward_computes_only_requested_gradients(monkeypatch):
+    # A first layer's input needs no gradient: fold (only used for the input gradient) never runs.
+    calls = []
+    real_fold = torch.nn.functional.fold
+    monkeypatch.setattr(torch.nn.functional, "fold", lambda *a, **k: calls.append(1) or real_fold(*a, **k))
+    x, w, b, kwargs = make_case(CASES[4], dtype=torch.float32)
+    w.requires_grad_()
+    custom_conv2d(x, w, b, **kwargs).sum().backward()
+    assert w.grad is not None and not calls
+    x.requires_grad_()
+    custom_conv2d(x, w, b, **kwargs).sum().backward()
+    assert calls and x.grad is not None
+
+
+def test_no_convolution_kernels_inside_the_op(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a convolution kernel was called")
+
+    for name in ("conv2d", "conv_transpose2d", "convolution"):
+        monkeypatch.setattr(torch.nn.functional, name, forbidden, raising=False)
+        monkeypatch.setattr(torch, name, forbidden, raising=False)
+    x, w, b, kwargs = make_case(CASES[4])
+    x.requires_grad_()
+    w.requires_grad_()
+    custom_conv2d(x, w, b, **kwargs).sum().backward()
+    assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(in_channels=3, out_channels=8, kernel_size=3),
+    dict(in_channels=4, out_channels=8, kernel_size=(3, 5), stride=2, padding=(1, 2), bias=False),
+    dict(in_channels=4, out_channels=8, kernel_size=3, dilation=2, groups=2, padding="same"),
+    dict(in_channels=4, out_channels=4, kernel_size=3, padding=1, padding_mode="reflect"),
+], ids=lambda k: ",".join(f"{a}={v}" for a, v in k.items()))
+def test_module_is_a_drop_in_for_nn_conv2d(kwargs):
+    torch.manual_seed(0)
+    reference = nn.Conv2d(**kwargs)
+    torch.manual_seed(0)
+    custom = CustomConv2d(**kwargs)
+    # The same default init from the same seed, and the same parameter names and shapes.
+    assert reference.state_dict().keys() == custom.state_dict().keys()
+    for (name, p), (_, q) in zip(reference.named_parameters(), custom.named_parameters()):
+        assert p.shape == q.shape and torch.equal(p, q), name
+    # One state_dict loads into either, and outputs match.
+    other = nn.Conv2d(**kwargs)
+    custom.load_state_dict(other.state_dict())
+    x = torch.randn(2, kwargs["in_channels"], 11, 12)
+    torch.testing.assert_close(custom(x), other(x), atol=1e-5, rtol=1e-5)
+    reference.load_state_dict(custom.state_dict())
+    torch.testing.assert_close(reference(x), custom(x), atol=1e-5, rtol=1e-5)
+
+
+ERROR_CASES = [
+    # (input shape, weight shape, kwargs, error type, message pattern)
+    ((2, 4, 8, 8), (6, 3, 3, 3), {}, ValueError, "input has 4 channels"),
+    ((2, 4, 8, 8), (6, 2, 3, 3), dict(groups=3), ValueError, "groups=3 must divide"),
+    ((2, 4, 8, 8), (5, 2, 3, 3), dict(groups=2), ValueError, "groups=2 must divide"),
+    ((2, 3, 4, 4), (6, 3, 7, 7), {}, ValueError, "larger than the padded input"),
+    ((2, 3, 4, 4), (6, 3, 3, 3), dict(dilation=3), ValueError, "larger than the padded input"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(stride=0), ValueError, "stride must be at least 1"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding=-1), ValueError, "padding must be non-negative"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding="full"), ValueError, "padding must be 'valid', 'same'"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding="same", stride=2), ValueError, "padding='same' needs stride 1"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(dilation=0), ValueError, "dilation must be at least 1"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(stride=1.5), TypeError, "stride must be an int or a pair"),
+    ((8, 8), (6, 3, 3, 3), {}, ValueError, "input must be 3-D"),
+    ((1, 2, 3, 8, 8), (6, 3, 3, 3), {}, ValueError, "input must be 3-D"),
+    ((2, 3, 8, 8), (6, 3, 3), {}, ValueError, "weight must be 4-D"),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs,error,match", ERROR_CASES, ids=lambda v: str(v))
+def test_bad_arguments_raise_clear_errors(x_shape, w_shape, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        custom_conv2d(torch.randn(*x_shape), torch.randn(*w_shape), None, **kwargs)
+
+
+def test_mismatched_dtypes_and_bias():
+    x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with pytest.raises(TypeError, match="dtype"):
+        custom_conv2d(x.double(), w)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        custom_conv2d(x, w, torch.randn(5))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        custom_conv2d(x.numpy(), w)
+
+
+def test_simplenet_outputs_match_with_either_conv():
+    torch.manual_seed(0)
+    reference = student_code.SimpleNet(conv_op=nn.Conv2d).eval()
+    custom = student_code.SimpleNet(conv_op=CustomConv2d).eval()
+    custom.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(custom(x), reference(x), atol=1e-4, rtol=1e-4)
+    assert sum(p.numel() for p in reference.parameters()) == 1_368_676
+
+
+# The grid above covers each feature; this sweeps their combinations on one small input.
+@pytest.mark.parametrize("kernel,stride,padding,dilation", list(itertools.product(
+    [1, 2, 3], [1, 2], [0, 1, "same"], [1, 2]
+)))
+def test_combinations_forward(kernel, stride, padding, dilation):
+    if padding == "same" and stride > 1:
+        pytest.skip("'same' needs stride 1")
+    x, w, b, kwargs = make_case((2, 3, kernel, stride, padding, dilation, 1), size=(7, 8))
+    torch.testing.assert_close(custom_conv2d(x, w, b, **kwargs), F.conv2d(x, w, b, **kwargs))
