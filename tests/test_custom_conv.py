@@ -253,3 +253,16 @@ def test_combinations_forward(kernel, stride, padding, dilation):
         pytest.skip("'same' needs stride 1")
     x, w, b, kwargs = make_case((2, 3, kernel, stride, padding, dilation, 1), size=(7, 8))
     torch.testing.assert_close(custom_conv2d(x, w, b, **kwargs), F.conv2d(x, w, b, **kwargs))
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_weight_gradient_layouts_agree(groups):
+    # The GPU's one-product layout and the CPU's per-sample products give the same weight gradient.
+    g = torch.Generator().manual_seed(0)
+    dy = torch.randn(4, groups, 5, 7, dtype=torch.float64, generator=g)  # (Nc, G, O/G, L)
+    cols = torch.randn(4, groups, 6, 7, dtype=torch.float64, generator=g)  # (Nc, G, K, L)
+    expected = torch.einsum("ngol,ngkl->gok", dy, cols)
+    for one_product in (False, True):
+        grad_w = torch.zeros(groups, 5, 6, dtype=torch.float64)
+        student_code._accumulate_weight_grad(grad_w, dy, cols, one_product=one_product)
+        torch.testing.assert_close(grad_w, expected)
