@@ -3,13 +3,21 @@ gradient attention maps and the PGD attack.
 
 Sections:
     Part I   convolution with unfold / fold  (CustomConv2DFunction, custom_conv2d, CustomConv2d)
-    Part II  networks                        (SimpleNet, ...; default_model)
-    Part III attention and adversarial samples
+    Part II  networks                        (SimpleNet, CustomNet2, CustomNet, ResNet, GoogLeNet,
+                                              resnet18; ARCHS, default_model)
+    Part III attention and adversarial samples (GradAttention, vis_grad_attention, PGDAttack,
+                                              adversarial_training_batch; default_attack, ...)
 """
+import io
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import Function
+from torchvision.utils import make_grid
+
+from utils import UserError
 
 # ---------------------------------------------------------------------------------------------------
 # Part I: convolution with unfold / fold
@@ -29,9 +37,11 @@ from torch.autograd import Function
 #   matrix product, so the k^2-inflated columns never exist for the whole batch at once;
 # - backward keeps the input, not the columns, and recomputes the columns of each chunk.
 
-# Bytes of column matrix per chunk. The CPU's L2 is 1 MiB a core and its L3 32 MiB; measured with
-# bench/bench_conv.py, see the README.
+# Bytes of column matrix per chunk. On the CPU (L2 1 MiB a core, L3 32 MiB here) 4 MiB measured
+# best with bench/bench_conv.py (see the README). A GPU wants few, large products instead: there a
+# chunk is bounded only to keep the columns' memory modest next to the activations.
 CHUNK_BYTES = 4 * 2**20
+ACCELERATOR_CHUNK_BYTES = 64 * 2**20
 
 _PADDING_STRINGS = ("valid", "same")
 
@@ -163,9 +173,10 @@ def _check_tensors(input, weight, bias):
             raise TypeError(f"bias dtype {bias.dtype} and weight dtype {weight.dtype} differ")
 
 
-def _batch_chunks(batch_size, sample_bytes):
+def _batch_chunks(batch_size, sample_bytes, device):
     """Slices of the batch whose column matrices hold about CHUNK_BYTES each."""
-    step = max(1, CHUNK_BYTES // max(1, sample_bytes))
+    budget = CHUNK_BYTES if device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
+    step = max(1, budget // max(1, sample_bytes))
     return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]
 
 
@@ -189,7 +200,7 @@ class CustomConv2DFunction(Function):
         output = input.new_empty((n, out_channels, ho, wo))
         out_groups = output.view(n, g, out_channels // g, ho * wo)  # (N, G, O/G, L)
         sample_bytes = weight[0].numel() * g * ho * wo * input.element_size()
-        for chunk in _batch_chunks(n, sample_bytes):
+        for chunk in _batch_chunks(n, sample_bytes, input.device):
             cols = geo.columns(x[chunk])  # (Nc, C*kh*kw, L)
             cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
             torch.matmul(w, cols, out=out_groups[chunk])  # (Nc, G, O/G, L)
@@ -224,12 +235,12 @@ class CustomConv2DFunction(Function):
             w_t = w.transpose(1, 2)  # (G, K, O/G)
 
         sample_bytes = weight[0].numel() * g * ho * wo * input.element_size()
-        for chunk in _batch_chunks(n, sample_bytes):
+        for chunk in _batch_chunks(n, sample_bytes, input.device):
             dy_chunk = dy[chunk]  # (Nc, G, O/G, L)
             if need_weight:
                 cols = geo.columns(x[chunk])
                 cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
-                _accumulate_weight_grad(grad_w, dy_chunk, cols)
+                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=input.device.type != "cpu")
             if need_input:
                 dcols = torch.matmul(w_t, dy_chunk)  # (Nc, G, K, L)
                 fold_size = grad_x.shape[2:] if geo.symmetric else geo.padded_size
@@ -245,8 +256,19 @@ class CustomConv2DFunction(Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
-def _accumulate_weight_grad(grad_w, dy, cols):
-    """grad_w (G, O/G, K) += sum over the chunk of dy (Nc, G, O/G, L) @ cols^T (Nc, G, L, K)."""
+def _accumulate_weight_grad(grad_w, dy, cols, one_product):
+    """grad_w (G, O/G, K) += sum over the chunk of dy (Nc, G, O/G, L) @ cols^T (Nc, G, L, K).
+
+    one_product=True lays the chunk out as (G, O/G, Nc*L) @ (G, Nc*L, K), one product per group, at
+    the price of copying the columns: right for a GPU, where launches are the cost. On the CPU the
+    per-sample products read cols^T in place (gemm handles the transpose) and measured as fast.
+    """
+    if one_product:
+        g, og, k = grad_w.shape
+        dy_rows = dy.permute(1, 2, 0, 3).reshape(g, og, -1)  # (G, O/G, Nc*L)
+        cols_rows = cols.permute(1, 0, 3, 2).reshape(g, -1, k)  # (G, Nc*L, K)
+        grad_w.baddbmm_(dy_rows, cols_rows)
+        return
     for sample_dy, sample_cols in zip(dy, cols):
         for group in range(grad_w.shape[0]):
             grad_w[group].addmm_(sample_dy[group], sample_cols[group].t())
@@ -358,9 +380,309 @@ class SimpleNet(nn.Module):
         return self.fc(x)  # (N, num_classes)
 
 
+# Bytes a saved state_dict may take: the MiniPlaces challenge's 10 MB model limit.
+MAX_MODEL_BYTES = 10_000_000
+
+
+def model_size_bytes(model):
+    """Bytes of `torch.save(model.state_dict())`, the file a submission hands in."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def zero_init_residual_(model):
+    """Zero the last batch-norm gamma of every ResidualBlock, so each block starts as the identity.
+
+    Then the network at initialisation is its shortcut path, a shallow network, and the residual
+    branches grow in from zero: Goyal et al. 2017 ("Accurate, Large Minibatch SGD") use it to keep
+    the first iterations at a large learning rate stable (ours is 0.1), and torchvision offers it
+    as `zero_init_residual`. The gamma gets a gradient from the first step, the rest of the
+    branch from the second.
+    """
+    for module in model.modules():
+        if isinstance(module, ResidualBlock):
+            nn.init.zeros_(module.bn2.weight)
+
+
+def _conv_bn_relu(conv_op, in_channels, out_channels, kernel_size, stride=1, padding=0):
+    """conv -> BN -> ReLU. The conv has no bias: the batch norm's beta takes its place."""
+    return [
+        conv_op(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class CustomNet2(nn.Module):
+    """The team's best network: SimpleNet with batch norm after each conv and channel dropout.
+
+    Same layers and widths as SimpleNet (1,370,020 parameters against 1,368,676: batch norm's two
+    parameters per channel replace the conv biases). Dropout2d(0.5) sits once, on the last conv's
+    (N, 512, H/16, W/16) output just before the global average pool, where dropping whole
+    channels drops features of the classifier's input, as the classifier dropout of AlexNet/VGG.
+    Placed earlier it would hide half of every layer's input, and placed before a batch norm it
+    would shift the variance that batch norm learned in training away from what it sees in eval
+    (Li et al. 2019, "Understanding the disharmony between dropout and batch normalization").
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100, dropout=0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            # 3 x 128 x 128 -> 64 x 64 x 64 -> 64 x 32 x 32
+            *_conv_bn_relu(conv_op, 3, 64, kernel_size=7, stride=2, padding=3),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            # bottleneck 64 -> 64 -> 64 -> 256, then 256 x 16 x 16
+            *_conv_bn_relu(conv_op, 64, 64, kernel_size=1),
+            *_conv_bn_relu(conv_op, 64, 64, kernel_size=3, padding=1),
+            *_conv_bn_relu(conv_op, 64, 256, kernel_size=1),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            # bottleneck 256 -> 64 -> 64 -> 256, then 256 x 8 x 8
+            *_conv_bn_relu(conv_op, 256, 64, kernel_size=1),
+            *_conv_bn_relu(conv_op, 64, 64, kernel_size=3, padding=1),
+            *_conv_bn_relu(conv_op, 64, 256, kernel_size=1),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            # 512 x 8 x 8
+            *_conv_bn_relu(conv_op, 256, 512, kernel_size=3, padding=1),
+        )
+        self.dropout = nn.Dropout2d(dropout)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x):
+        x = self.dropout(self.features(x))  # (N, 512, H/16, W/16)
+        x = self.avgpool(x).flatten(1)  # (N, 512)
+        return self.fc(x)  # (N, num_classes)
+
+
+class ResidualBlock(nn.Module):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) with 3x3 convs (He et al. 2016).
+
+    The shortcut is the identity, or a strided 1x1 conv + BN where the shape changes.
+    """
+
+    def __init__(self, conv_op, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = conv_op(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv_op(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                conv_op(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))  # (N, out, H/stride, W/stride)
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A residual network sized for 128 x 128 MiniPlaces: ResNet-18's layout at about half width.
+
+    stem: 7x7/2 conv + BN + ReLU + 3x3/2 max pool, 3 x 128 x 128 -> C x 32 x 32 (ResNet's own
+    stem). Then `stages`, each (width, number of blocks, stride of its first block): by default
+    ResNet-18's two blocks per stage at half its widths, 32-64-128, except the last stage at 192
+    channels, not 256, which would take 2.8 M parameters (11 MB, over the 10 MB limit).
+    At 128 px the last stage runs at 4 x 4 (ResNet-18 at 224 px: 7 x 7).
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100, stem_channels=32,
+                 stages=((32, 2, 1), (64, 2, 2), (128, 2, 2), (192, 2, 2))):
+        super().__init__()
+        self.stem = nn.Sequential(
+            *_conv_bn_relu(conv_op, 3, stem_channels, kernel_size=7, stride=2, padding=3),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+        blocks = []
+        in_channels = stem_channels
+        for width, num_blocks, stride in stages:
+            for index in range(num_blocks):
+                blocks.append(ResidualBlock(conv_op, in_channels, width, stride if index == 0 else 1))
+                in_channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(in_channels, num_classes)
+        kaiming_init_(self)
+        zero_init_residual_(self)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))  # (N, C, H/s, W/s), s = 4 * product of the stage strides
+        x = self.avgpool(x).flatten(1)  # (N, C)
+        return self.fc(x)  # (N, num_classes)
+
+
+class CustomNet(ResNet):
+    """The team's first attempt: SimpleNet's stem and 4 residual blocks of two conv-BN-ReLU each.
+
+    64 x 32 x 32 -> 64 x 32 x 32 -> 128 x 16 x 16 -> 128 x 16 x 16 -> 256 x 8 x 8 at 128 px: the
+    same downsampling as SimpleNet, ending at 8 x 8, with about its parameter count.
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100):
+        super().__init__(conv_op, num_classes, stem_channels=64,
+                         stages=((64, 1, 1), (128, 1, 2), (128, 1, 1), (256, 1, 2)))
+
+
+class Inception(nn.Module):
+    """GoogLeNet's block: four branches concatenated on channels (Szegedy et al. 2015).
+
+    1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, every conv followed by BN + ReLU
+    (batch norm as in Inception-v2). The paper's 5x5 is kept (torchvision's GoogLeNet uses a 3x3
+    there). Output: (N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W).
+    """
+
+    def __init__(self, conv_op, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+        super().__init__()
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+        self.branch1 = nn.Sequential(*_conv_bn_relu(conv_op, in_channels, ch1x1, kernel_size=1))
+        self.branch2 = nn.Sequential(
+            *_conv_bn_relu(conv_op, in_channels, ch3x3red, kernel_size=1),
+            *_conv_bn_relu(conv_op, ch3x3red, ch3x3, kernel_size=3, padding=1),
+        )
+        self.branch3 = nn.Sequential(
+            *_conv_bn_relu(conv_op, in_channels, ch5x5red, kernel_size=1),
+            *_conv_bn_relu(conv_op, ch5x5red, ch5x5, kernel_size=5, padding=2),
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+            *_conv_bn_relu(conv_op, in_channels, pool_proj, kernel_size=1),
+        )
+
+    def forward(self, x):
+        branches = (self.branch1, self.branch2, self.branch3, self.branch4)
+        return torch.cat([branch(x) for branch in branches], dim=1)
+
+
+# GoogLeNet's inception configurations (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj),
+# every width halved; "pool" marks a 3x3/2 max pool.
+GOOGLENET_BLOCKS = (
+    (96, 32, 48, 64, 8, 16, 16),  # 3a -> 128
+    (128, 64, 64, 96, 16, 48, 32),  # 3b -> 240
+    "pool",
+    (240, 96, 48, 104, 8, 24, 32),  # 4a -> 256
+    (256, 80, 56, 112, 12, 32, 32),  # 4b -> 256
+    (256, 64, 64, 128, 12, 32, 32),  # 4c -> 256
+    (256, 56, 72, 144, 16, 32, 32),  # 4d -> 264
+    (264, 128, 80, 160, 16, 64, 64),  # 4e -> 416
+    "pool",
+    (416, 128, 80, 160, 16, 64, 64),  # 5a -> 416
+    (416, 192, 96, 192, 24, 64, 64),  # 5b -> 512
+)
+
+
+class GoogLeNet(nn.Module):
+    """GoogLeNet (Szegedy et al. 2015) at half width, sized for 128 x 128 inputs.
+
+    The stem drops GoogLeNet's second max pool, so at 128 px the inception stages see 32, 16 and
+    8 px (the original sees 28, 14 and 7 at 224 px) and end at 8 x 8 as SimpleNet does. No
+    auxiliary classifiers: they helped the original's deep network train without batch norm,
+    and with batch norm after every conv they are not needed (Inception-v2/v3 kept them only
+    as regularisers) while adding parameters. Dropout 0.4 before the classifier, as in the paper.
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100, dropout=0.4):
+        super().__init__()
+        self.stem = nn.Sequential(
+            # 3 x 128 x 128 -> 32 x 64 x 64 -> 32 x 32 x 32 -> 96 x 32 x 32
+            *_conv_bn_relu(conv_op, 3, 32, kernel_size=7, stride=2, padding=3),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            *_conv_bn_relu(conv_op, 32, 32, kernel_size=1),
+            *_conv_bn_relu(conv_op, 32, 96, kernel_size=3, padding=1),
+        )
+        self.inception = nn.Sequential(*(
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if config == "pool"
+            else Inception(conv_op, *config)
+            for config in GOOGLENET_BLOCKS
+        ))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.inception[-1].out_channels, num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x):
+        x = self.inception(self.stem(x))  # (N, 512, H/16, W/16)
+        x = self.avgpool(x).flatten(1)  # (N, 512)
+        return self.fc(self.dropout(x))  # (N, num_classes)
+
+
+def _swap_conv_op_(model, conv_op):
+    """Replace every nn.Conv2d inside `model` by conv_op with the same arguments and weights.
+
+    The replacement sits under the same attribute name, so the state_dict keys do not change.
+    """
+    if conv_op is nn.Conv2d:
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                replacement = conv_op(
+                    child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
+                    padding=child.padding, dilation=child.dilation, groups=child.groups,
+                    bias=child.bias is not None, padding_mode=child.padding_mode,
+                )
+                replacement.load_state_dict(child.state_dict())
+                setattr(parent, name, replacement)
+    return model
+
+
+def cached_resnet18_weights():
+    """Path of torchvision's ImageNet resnet18 weights in the local torch hub cache, or None.
+
+    Only looks: nothing is ever downloaded (the file is what torchvision's own download writes,
+    `<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth`).
+    """
+    from torchvision.models import ResNet18_Weights
+
+    file_name = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
+    return path if os.path.isfile(path) else None
+
+
+def resnet18(conv_op=nn.Conv2d, num_classes=100, pretrained=True):
+    """torchvision's resnet18 with a new 512 -> num_classes head: the Fall 2019 `--use-resnet18`.
+
+    With `pretrained`, ImageNet weights are loaded when already in the local torch hub cache; one
+    line says whether they were. Without them, torchvision's own init is kept: Kaiming-normal
+    (fan_out, ReLU) convs, which is kaiming_init_'s, and `zero_init_residual` (see
+    zero_init_residual_). The head is N(0, 0.01) either way, as in kaiming_init_.
+    11.2 M parameters, about 45 MB: over the challenge's 10 MB limit, a baseline, not an entry.
+    """
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    model = torchvision_resnet18(weights=None, zero_init_residual=True)
+    weights_path = cached_resnet18_weights() if pretrained else None
+    if weights_path is not None:
+        try:
+            state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state_dict)
+        except Exception as err:  # unpickling and key/shape mismatches raise several types
+            raise UserError(f"resnet18: cannot read the ImageNet weights {weights_path} "
+                            f"({type(err).__name__}); delete the file to train from scratch") from err
+        print(f"resnet18: ImageNet weights loaded from {weights_path}")
+    elif pretrained:
+        print(f"resnet18: no ImageNet weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}"
+              " (they are never downloaded): random initialisation")
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    nn.init.normal_(model.fc.weight, 0.0, 0.01)
+    nn.init.zeros_(model.fc.bias)
+    return _swap_conv_op_(model, conv_op)
+
+
 # --arch name -> constructor(conv_op=nn.Conv2d, num_classes=100); main.py chooses from these.
 ARCHS = {
     "simplenet": SimpleNet,
+    "customnet2": CustomNet2,
+    "customnet": CustomNet,
+    "resnet": ResNet,
+    "googlenet": GoogLeNet,
+    "resnet18": resnet18,
 }
 
 default_model = SimpleNet
@@ -369,3 +691,252 @@ default_model = SimpleNet
 # ---------------------------------------------------------------------------------------------------
 # Part III: attention and adversarial samples
 # ---------------------------------------------------------------------------------------------------
+#
+# Both tools differentiate a loss with respect to the input images x (N, 3, H, W), not the weights:
+# - GradAttention (Simonyan et al. 2014) shows |d loss(predicted label) / d x|, max over channels;
+# - PGDAttack (Madry et al. 2018) takes num_steps signed-gradient steps on x, each followed by a
+#   projection onto the L-inf epsilon ball around the clean x and onto the valid image range.
+# Both call torch.autograd.grad(loss, x): autograd computes only what x's gradient needs, the
+# parameters' .grad are never written (a training step's gradients stay as they were), and each
+# step's graph is freed as soon as its gradient is out. Neither changes the model's train/eval mode:
+# main.py calls them in eval mode, and adversarial_training_batch switches to eval for the attack.
+#
+# The networks see ImageNet-normalized images, x = (pixel - mean) / std, so epsilon and step_size are
+# in normalized units as in the original (epsilon 0.1 is about 0.023 = 6/255 of the pixel range) and
+# a valid image lies in [(0 - mean) / std, (1 - mean) / std] per channel. The constants repeat
+# custom_transforms.IMAGENET_MEAN / IMAGENET_STD so that this module does not depend on the data code.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ADV_TRAINING_MODES = ("mixed", "adv")
+
+
+class AttackArgumentError(UserError, ValueError):
+    """A bad attack setting (epsilon, num_steps, step_size, adversarial-training mode).
+
+    A ValueError for library callers; a UserError so main.py prints it as one line when it came from a flag.
+    """
+
+
+def _normalization(like):
+    """ImageNet mean and std as (1, 3, 1, 1) tensors of `like`'s dtype and device."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+    return mean, std
+
+
+def valid_image_range(like):
+    """(low, high), each (1, 3, 1, 1): the normalized values of pixel 0 and pixel 1 per channel.
+
+    Computed as torchvision's Normalize computes them, (0 - mean) / std in `like`'s dtype, so a
+    normalized black or white pixel is exactly on the bound.
+    """
+    mean, std = _normalization(like)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def _check_images(images, name="input"):
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must be a batch of RGB images (N, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor of normalized images, got {images.dtype}")
+
+
+def _check_labels(labels, images, name):
+    if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"{name} must be a tensor of {images.shape[0]} class indices, got {shape}")
+
+
+def _total(loss):
+    """A loss_fn with reduction='none' gives one loss per image; their sum has the same gradients."""
+    return loss.sum() if loss.dim() > 0 else loss
+
+
+def _predicted_label(logits):
+    return logits.argmax(dim=1)  # (N,)
+
+
+def _least_confident_label(logits):
+    return logits.argmin(dim=1)  # (N,)
+
+
+def _input_gradient(model, loss_fn, x, labels=None, pick=None):
+    """Gradient of loss_fn(model(x), labels) with respect to x alone, with no graph left behind.
+
+    When `labels` is None they are picked from the logits of this very forward pass, `pick(logits)`,
+    so choosing the label costs no extra pass. Returns (grad like x, labels (N,)).
+    """
+    # inference_mode(False) and enable_grad() let this run inside torch.no_grad() or inference_mode;
+    # the clone is a normal tensor even when x was made under inference_mode, and it is ours to flag.
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        logits = model(x)  # (N, num_classes)
+        if labels is None:
+            labels = pick(logits.detach())  # (N,)
+        (grad,) = torch.autograd.grad(_total(loss_fn(logits, labels)), x)
+    return grad, labels
+
+
+class GradAttention:
+    """Gradient saliency maps (Simonyan et al. 2014): the pixels where a small change moves the loss most."""
+
+    def __init__(self, loss_fn):
+        self.loss_fn = loss_fn
+
+    def explain(self, model, input):
+        """(N, 3, H, W) normalized images -> (N, 1, H, W) non-negative saliency.
+
+        The absolute gradient of the loss of the model's predicted label, maximum over the colour
+        channels. With a mean-reduced loss every map is scaled by 1/N; vis_grad_attention thresholds
+        relative to the mean, so the scale does not matter there. The input, the parameters' .grad and
+        requires_grad flags and the model's mode are left as they were.
+        """
+        _check_images(input)
+        grad, _ = _input_gradient(model, self.loss_fn, input, pick=_predicted_label)
+        return grad.abs().amax(dim=1, keepdim=True)  # (N, 1, H, W)
+
+
+class PGDAttack:
+    """Projected gradient descent in the L-inf ball (Madry et al. 2018).
+
+    targeted=True (the original's attack): lower the loss of a target label, by default the label
+    the model is least confident of. targeted=False: raise the loss of the true label, which
+    perturb() then needs. random_start begins from a uniform point of the ball instead of the input.
+    """
+
+    def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, targeted=True, random_start=False):
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise AttackArgumentError(f"num_steps must be an int >= 1, got {num_steps!r}")
+        if not step_size > 0:  # also rejects NaN
+            raise AttackArgumentError(f"step_size must be > 0, got {step_size!r}")
+        if not epsilon >= 0:
+            raise AttackArgumentError(f"epsilon must be >= 0, got {epsilon!r}")
+        self.loss_fn = loss_fn
+        self.num_steps = num_steps
+        self.step_size = float(step_size)
+        self.epsilon = float(epsilon)
+        self.targeted = bool(targeted)
+        self.random_start = bool(random_start)
+
+    def __repr__(self):
+        return (f"PGDAttack(num_steps={self.num_steps}, step_size={self.step_size}, epsilon={self.epsilon}, "
+                f"targeted={self.targeted}, random_start={self.random_start})")
+
+    def perturb(self, model, input, target=None):
+        """(N, 3, H, W) normalized images -> adversarial images of the same shape, dtype and device, detached.
+
+        target: (N,) labels. Targeted: the labels to move towards (default: each image's least
+        confident label, taken from the first step's forward pass). Untargeted: the true labels
+        (required). Costs num_steps forward and backward passes; the input, the parameters' .grad
+        and requires_grad flags and the model's mode are left as they were.
+        """
+        _check_images(input)
+        if target is not None:
+            _check_labels(target, input, "target")
+            target = target.to(input.device)
+        elif not self.targeted:
+            raise ValueError("an untargeted PGDAttack needs the true labels: perturb(model, input, target=labels)")
+
+        clean = input.detach()
+        low, high = self._bounds(clean)  # each (N, 3, H, W)
+        if self.epsilon == 0:
+            # The ball is the input itself: no pass can move it (an epsilon sweep starts here).
+            return clean.clamp(low, high)
+
+        # adv is this function's own tensor (each step differentiates a clone of it), so it is updated
+        # in place: a step's peak memory is one forward+backward plus adv, grad and the two bounds.
+        adv = clean.clone()
+        with torch.no_grad():
+            if self.random_start:
+                adv.add_(torch.empty_like(adv).uniform_(-self.epsilon, self.epsilon))
+                torch.clamp(adv, low, high, out=adv)
+            # Descend the target's loss, or ascend the true label's.
+            signed_step = -self.step_size if self.targeted else self.step_size
+            for _ in range(self.num_steps):
+                grad, target = _input_gradient(model, self.loss_fn, adv, target, pick=_least_confident_label)
+                adv.add_(grad.sign_(), alpha=signed_step)
+                del grad  # before the next step's forward and backward, not after them
+                torch.clamp(adv, low, high, out=adv)
+        return adv
+
+    def _bounds(self, clean):
+        """The L-inf ball around `clean`, projected onto the valid image range: (low, high), each like clean.
+
+        Clamping to [low, high] is the exact projection onto ball intersected with range, since both
+        are boxes. Each bound is clamped into the range, so the range wins for an input that is not
+        a valid image (only there can the result lie further than epsilon from the input).
+        """
+        range_low, range_high = valid_image_range(clean)
+        low = torch.clamp(clean - self.epsilon, range_low, range_high)
+        high = torch.clamp(clean + self.epsilon, range_low, range_high)
+        return low, high
+
+
+def _training_flags(model):
+    return [(module, module.training) for module in model.modules()]
+
+
+def _restore_training_flags(flags):
+    # Per module, not model.train(flag): a submodule deliberately left in eval (a frozen batch norm) stays so.
+    for module, training in flags:
+        module.training = training
+
+
+def adversarial_training_batch(model, attack, images, labels, mode="mixed"):
+    """The (images, labels) of one adversarial-training SGD step.
+
+    mode 'mixed': clean and adversarial images concatenated, (2N, 3, H, W) with labels (2N,);
+    'adv': adversarial images only, (N, 3, H, W) with labels (N,). The attack runs with the model in
+    eval mode, so batch-norm running statistics come from the training batches alone and dropout does
+    not blur the attack's gradient; every module's mode is restored afterwards. An untargeted attack
+    is given the true labels; a targeted one picks its own targets (least confident labels by default).
+    """
+    if mode not in ADV_TRAINING_MODES:
+        raise AttackArgumentError(f"mode must be one of {', '.join(ADV_TRAINING_MODES)}; got {mode!r}")
+    _check_images(images, "images")
+    _check_labels(labels, images, "labels")
+    flags = _training_flags(model)
+    model.eval()
+    try:
+        adv = attack.perturb(model, images, None if attack.targeted else labels)
+    finally:
+        _restore_training_flags(flags)
+    if mode == "adv":
+        return adv, labels
+    return torch.cat([images.detach(), adv]), torch.cat([labels, labels])
+
+
+def vis_grad_attention(input, vis_alpha=2.0, n_rows=10, vis_output=None):
+    """(N, 3, H, W) normalized images [+ (N, 1, H, W) saliency] -> one (3, H', W') picture in [0, 1], on the CPU.
+
+    The de-normalized images tiled by make_grid, n_rows images per row (2-pixel borders). Given a
+    saliency map, it is tiled the same way and its pixels above vis_alpha times the maps' mean are
+    painted into the red channel.
+    """
+    _check_images(input)
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
+        raise ValueError(f"n_rows must be an int >= 1, got {n_rows!r}")
+    images = input.detach().cpu().float()
+    mean, std = _normalization(images)
+    grid = make_grid((images * std + mean).clamp(0, 1), nrow=n_rows)  # (3, H', W')
+    if vis_output is None:
+        return grid
+
+    saliency = vis_output.detach().cpu().float() if isinstance(vis_output, torch.Tensor) else vis_output
+    expected = (images.shape[0], 1, *images.shape[2:])
+    if not isinstance(saliency, torch.Tensor) or saliency.shape != expected:
+        shape = tuple(saliency.shape) if isinstance(saliency, torch.Tensor) else type(saliency).__name__
+        raise ValueError(f"vis_output must be a saliency map of shape {expected}, got {shape}")
+    tiled = make_grid(saliency, nrow=n_rows)[0]  # (H', W'); make_grid repeats one channel into three
+    # The threshold uses the maps' own mean: the grid's zero borders would lower it.
+    mask = (tiled > vis_alpha * saliency.mean()).to(grid.dtype)
+    grid[0] = torch.maximum(grid[0], mask)
+    return grid
+
+
+default_attack = PGDAttack
+default_attention = GradAttention
+default_visfunction = vis_grad_attention

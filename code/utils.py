@@ -2,8 +2,21 @@
 
 Default paths are resolved from this file's location, never the working directory, so the scripts
 work both from the repository root (`python code/main.py data`) and from `code/` (`python main.py ../data`).
+
+The second half holds the training helpers that main.py, engine.py and bench/ share: AverageMeter and
+accuracy, atomic file writes and checkpoints, RNG states, run folders, peak memory and PNG grids.
 """
+import json
+import math
+import os
+import random
+import shutil
+from datetime import datetime
 from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
 
 CODE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CODE_DIR.parent
@@ -17,3 +30,204 @@ class UserError(Exception):
 
     Scripts catch it and print its message as one line, with a non-zero exit, instead of a traceback.
     """
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training helpers (main.py, engine.py, bench/)
+# ---------------------------------------------------------------------------------------------------
+
+CHECKPOINT_NAME = "checkpoint.pth.tar"
+BEST_NAME = "model_best.pth.tar"
+
+
+class AverageMeter:
+    """The current value and running average of a metric, printed as `name val (avg)`.
+
+    `update` accepts Python numbers or 0-d tensors. A tensor stays on its device until the meter is
+    read or printed, so a GPU run syncs with the host only when it logs, not every iteration.
+    """
+
+    def __init__(self, name, fmt=":f"):
+        self.name = name
+        self.fmt = fmt
+        self.reset()
+
+    def reset(self):
+        self.val = 0.0
+        self.sum = 0.0
+        self.count = 0
+
+    def update(self, val, n=1):
+        self.val = val.detach() if isinstance(val, torch.Tensor) else val
+        self.sum = self.sum + self.val * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return float(self.sum) / self.count if self.count else 0.0
+
+    def all_reduce(self, device):
+        """Sum and count over all processes, so every rank reads the global average."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        totals = torch.tensor([float(self.sum), float(self.count)], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        self.sum, self.count = totals[0].item(), int(totals[1].item())
+
+    def __str__(self):
+        fmtstr = "{name} {val" + self.fmt + "} ({avg" + self.fmt + "})"
+        return fmtstr.format(name=self.name, val=float(self.val), avg=self.avg)
+
+
+def accuracy(output, target, topk=(1,)):
+    """Top-k accuracies in percent of logits `output` (N, C) against labels `target` (N,).
+
+    Returns one 0-d tensor per k, on the output's device. k is capped at C, so top-5 of a 3-class
+    problem is 100%.
+    """
+    with torch.no_grad():
+        batch_size = target.shape[0]
+        maxk = min(max(topk), output.shape[1])
+        _, pred = output.topk(maxk, dim=1, largest=True, sorted=True)  # (N, maxk)
+        correct = pred.eq(target.view(-1, 1))  # (N, maxk); at most one True per row
+        return [correct[:, :min(k, maxk)].sum(dtype=torch.float32) * (100.0 / batch_size) for k in topk]
+
+
+def atomic_write(path, write_fn):
+    """Call write_fn(binary file) on a temporary file next to `path`, then rename it into place.
+
+    A crash or a kill during the write leaves the previous file intact and no temporary behind
+    (except after SIGKILL, which leaves a dot-file that the next write replaces).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(obj, path):
+    """Write `obj` as indented JSON, atomically."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def save_checkpoint(state, run_dir, is_best):
+    """Write `state` to run_dir/checkpoint.pth.tar, and copy it to model_best.pth.tar if `is_best`."""
+    run_dir = Path(run_dir)
+    last = run_dir / CHECKPOINT_NAME
+    atomic_write(last, lambda f: torch.save(state, f))
+    if is_best:
+        with open(last, "rb") as src:
+            atomic_write(run_dir / BEST_NAME, lambda f: shutil.copyfileobj(src, f))
+    return last
+
+
+def load_checkpoint(path, flag="--resume"):
+    """Load a checkpoint written by save_checkpoint on the CPU, with weights_only=True.
+
+    Raises UserError naming `flag` and the file when it is missing, unreadable or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag}: no checkpoint file at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise UserError(f"{flag}: {path} is not a readable checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or not {"arch", "state_dict"} <= checkpoint.keys():
+        raise UserError(f"{flag}: {path} is not a checkpoint of main.py (no 'arch' and 'state_dict')")
+    return checkpoint
+
+
+def get_rng_state():
+    """Every RNG a training run draws from, as a dict of tensors (loadable with weights_only=True)."""
+    _, py_internal, py_gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(py_internal, dtype=torch.int64),  # 624 words + position
+        "python_gauss": torch.tensor([math.nan if py_gauss is None else py_gauss], dtype=torch.float64),
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),  # 624 uint32 words
+        "numpy_pos": torch.tensor([np_pos, np_has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([np_gauss], dtype=torch.float64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())  # (devices, state bytes)
+    return state
+
+
+def set_rng_state(state):
+    """Restore the RNGs saved by get_rng_state."""
+    torch.set_rng_state(state["torch"])
+    gauss = state["python_gauss"].item()
+    random.setstate((3, tuple(state["python"].tolist()), None if math.isnan(gauss) else gauss))
+    pos, has_gauss = state["numpy_pos"].tolist()
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, state["numpy_gauss"].item())
+    )
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def seed_everything(seed):
+    """Seed Python's, NumPy's and PyTorch's RNGs (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_run_name(arch, conv_name, now=None):
+    """Default run folder name: arch, conv op and a timestamp, e.g. `simplenet_conv2d_20190301-142501`."""
+    now = now or datetime.now()
+    return f"{arch}_{conv_name.lower()}_{now:%Y%m%d-%H%M%S}"
+
+
+def create_run_dir(logdir, run_name, reuse=False):
+    """Create logdir/run_name; when it exists and `reuse` is False, append -1, -2, ... instead."""
+    base = Path(logdir) / run_name
+    run_dir, suffix = base, 0
+    while run_dir.exists() and not reuse:
+        suffix += 1
+        run_dir = base.with_name(f"{base.name}-{suffix}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--logdir: cannot create the run folder {run_dir} ({exc.strerror})") from None
+    return run_dir
+
+
+def reset_peak_memory(device):
+    """Start a new peak-memory window (CUDA only: the CPU's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device):
+    """Peak memory in MiB: CUDA's max allocated on a GPU; the process's peak resident size on the CPU.
+
+    The CPU figure is the peak since the process started (getrusage cannot be reset); NaN where the
+    `resource` module does not exist (Windows).
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 2**10
+
+
+def save_png(image, path):
+    """Save a (3, H, W) float image in [0, 1] as a PNG file, atomically."""
+    from torchvision.utils import save_image  # torchvision is only needed here
+
+    atomic_write(path, lambda f: save_image(image.detach().float().cpu(), f, format="png"))

@@ -1,0 +1,217 @@
+"""Make the MiniPlaces challenge submission from a trained checkpoint.
+
+    python code/predict.py [data_folder] --resume logs/<run>/model_best.pth.tar [--out results]
+                           [--gpu N] [-b 100] [-j 4] [--no-flip]
+
+Writes into --out (default the repo's results/), each file atomically:
+  model.pth.tar          the checkpoint without its optimizer, GradScaler and RNG states; refused when it
+                         is MODEL_SIZE_LIMIT bytes or more (the course's "10 MB", read as 10 MiB =
+                         10,485,760 bytes)
+  predictions_test.txt   `test/00000001.jpg l1 l2 l3 l4 l5` per test image, in name order: the 5 most
+                         confident distinct labels, the most confident first (the devkit's format)
+  predictions_val.txt    the same for the val images
+and prints the val top-1 ... top-5 error table (score.py prints the same table from the file).
+Logits are averaged over each image and its horizontal flip, as main.py's -e does (--no-flip: off).
+The network runs with nn.Conv2d whatever conv op it was trained with: both share one state_dict.
+"""
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import main as driver  # the training driver: its device and data-folder helpers
+import score
+import utils
+from utils import UserError
+
+# The course limits the model file to "10 MB"; we read it as 10 MiB (10,485,760 bytes).
+# Note that student_code.MAX_MODEL_BYTES uses the stricter 10,000,000.
+MODEL_SIZE_LIMIT = 10 * 1024 * 1024
+MODEL_NAME = "model.pth.tar"
+TEST_PREDICTIONS = "predictions_test.txt"
+VAL_PREDICTIONS = "predictions_val.txt"
+# What only a resumed training run needs; the challenge model keeps the rest (arch, state_dict, ...).
+TRAINING_ONLY_KEYS = ("optimizer", "scaler", "rng")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(message)
+
+
+def get_args_parser():
+    parser = _Parser(description="Write results/: the challenge model and the test and val predictions.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("data_folder", nargs="?", default=str(utils.DEFAULT_DATA_DIR),
+                        help="MiniPlaces folder (val.txt, images/val, images/test)")
+    parser.add_argument("--resume", required=True, metavar="PATH",
+                        help="checkpoint of main.py, e.g. logs/<run>/model_best.pth.tar")
+    parser.add_argument("--out", default=str(utils.DEFAULT_RESULTS_DIR), help="folder for the submission files")
+    parser.add_argument("--gpu", default=None, type=int,
+                        help="GPU index; negative for the CPU; default the first GPU if any, else the CPU")
+    parser.add_argument("-b", "--batch-size", default=100, type=int, help="images per forward pass")
+    parser.add_argument("-j", "--workers", default=4, type=int, help="data loading worker processes")
+    parser.add_argument("--no-flip", action="store_true", help="do not average over the horizontal flip")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------
+# The challenge model
+# ---------------------------------------------------------------------------------------------------
+
+
+def challenge_checkpoint(checkpoint):
+    """The checkpoint without the training-only states; still loadable by main.py -e/-a and predict.py."""
+    return {key: value for key, value in checkpoint.items() if key not in TRAINING_ONLY_KEYS}
+
+
+def serialize(state):
+    """The bytes torch.save writes for `state`."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def check_model_size(num_bytes, path, limit=None):
+    """Refuse a model file of `limit` bytes (default MODEL_SIZE_LIMIT) or more."""
+    limit = MODEL_SIZE_LIMIT if limit is None else limit
+    if num_bytes >= limit:
+        raise UserError(f"{path}: {num_bytes:,} bytes ({num_bytes / 2**20:.2f} MiB) is at or over the challenge's "
+                        f"10 MB limit ({limit:,} bytes): train a smaller --arch")
+
+
+def build_model(checkpoint, path, num_classes):
+    """The checkpoint's network with nn.Conv2d, its weights loaded, in eval mode (on the CPU)."""
+    import student_code
+
+    arch = checkpoint["arch"]
+    if arch not in student_code.ARCHS:
+        raise UserError(f"--resume: {path} holds an unknown arch '{arch}' "
+                        f"(known: {', '.join(sorted(student_code.ARCHS))})")
+    kwargs = {"pretrained": False} if arch == "resnet18" else {}  # the weights come from the checkpoint
+    model = student_code.ARCHS[arch](conv_op=nn.Conv2d, num_classes=num_classes, **kwargs)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"--resume: the weights in {path} do not fit {arch} ({first})") from None
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Predictions
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_split(root, split, num_classes):
+    """MiniPlacesLoader of `split` with the validation transforms (Scale 160, as main.py evaluates)."""
+    import custom_dataloader
+    import custom_transforms
+
+    return custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split=split,
+                                              transforms=custom_transforms.get_val_transforms())
+
+
+@torch.no_grad()
+def predict_top5(model, loader, device, flip_average=True):
+    """(N, 5) int64 tensor: the 5 most confident labels of each image, in the loader's order."""
+    guesses = []
+    for images, _ in loader:
+        images = images.to(device, non_blocking=True)
+        logits = model(images)  # (B, C)
+        if flip_average:
+            logits = 0.5 * (logits + model(torch.flip(images, dims=(3,))))
+        guesses.append(logits.topk(score.NUM_GUESSES, dim=1, sorted=True).indices.cpu())  # (B, 5)
+    return torch.cat(guesses)
+
+
+def format_predictions(names, top5):
+    """Devkit lines `name l1 l2 l3 l4 l5`, sorted by image name."""
+    rows = sorted(zip(names, top5.tolist()))
+    return "".join(f"{name} {' '.join(map(str, labels))}\n" for name, labels in rows)
+
+
+def predict_split(model, dataset, device, batch_size, workers, flip_average):
+    """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         pin_memory=device.type == "cuda")
+    top5 = predict_top5(model, loader, device, flip_average)
+    names = [name for name, _ in dataset.samples]
+    return dict(zip(names, top5.tolist())), format_predictions(names, top5)
+
+
+def write_text(path, text):
+    utils.atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=100, workers=4,
+                    flip_average=True, log=print):
+    """Write the challenge model and both prediction files into out_dir; returns the val errors."""
+    checkpoint = utils.load_checkpoint(checkpoint_path, flag="--resume")
+    out_dir = Path(out_dir)
+    model_bytes = serialize(challenge_checkpoint(checkpoint))
+    check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
+
+    root = driver.check_data_folder(data_folder)
+    num_classes = driver.count_classes(root)
+    trained_classes = checkpoint.get("num_classes", num_classes)
+    if trained_classes != num_classes:
+        raise UserError(f"--resume: {checkpoint_path} was trained on {trained_classes} classes but "
+                        f"{root} has {num_classes}")
+    if num_classes < score.NUM_GUESSES:
+        raise UserError(f"{root}: {num_classes} classes; the challenge needs at least {score.NUM_GUESSES}")
+    model = build_model(checkpoint, checkpoint_path, num_classes).to(device)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot create {out_dir} ({exc.strerror})") from None
+    test_set, val_set = load_split(root, "test", num_classes), load_split(root, "val", num_classes)
+
+    def predict(dataset):
+        start = time.perf_counter()
+        log(f"=> predicting {len(dataset)} {dataset.split} images on {device} ...")
+        result = predict_split(model, dataset, device, batch_size, workers, flip_average)
+        log(f"   {len(dataset)} images in {time.perf_counter() - start:.1f} s")
+        return result
+
+    _, test_text = predict(test_set)
+    val_predictions, val_text = predict(val_set)
+    truth = {name: label for name, label in val_set.samples}
+    errors = score.top_k_errors(val_predictions, truth, source=VAL_PREDICTIONS)
+
+    utils.atomic_write(out_dir / MODEL_NAME, lambda f: f.write(model_bytes))
+    write_text(out_dir / TEST_PREDICTIONS, test_text)
+    write_text(out_dir / VAL_PREDICTIONS, val_text)
+    log(f"=> {out_dir / MODEL_NAME} ({len(model_bytes) / 2**20:.2f} MiB, {checkpoint['arch']} after epoch "
+        f"{checkpoint.get('epoch')}), {out_dir / TEST_PREDICTIONS}, {out_dir / VAL_PREDICTIONS}")
+    log(f"val error ({'image + flip averaged' if flip_average else 'image only'}):")
+    log(score.format_error_table(errors, len(truth)))
+    return errors
+
+
+def main(argv=None):
+    """Entry point; returns the exit code (0, 2 for a user error, 130 when interrupted)."""
+    try:
+        args = get_args_parser().parse_args(argv)
+        if args.batch_size < 1:
+            raise UserError(f"-b/--batch-size must be at least 1, got {args.batch_size}")
+        if args.workers < 0:
+            raise UserError(f"-j/--workers must not be negative, got {args.workers}")
+        make_submission(args.data_folder, args.resume, args.out,
+                        driver.resolve_device(args.gpu, local_rank=0, distributed=False),
+                        batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip)
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

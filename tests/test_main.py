@@ -1,0 +1,433 @@
+"""Tests of the training driver: main.py end to end on a tiny generated dataset, engine.py's loops and
+the training helpers of utils.py.
+
+The end-to-end runs call main.main([...]) in-process on demo_data's 128x128 scenes (2 train and 1 val
+image per class, 10 classes) on the CPU; one module-scoped 2-epoch run serves as the reference for
+the checkpoint, TensorBoard, resume, -e and -a tests. Only the exit-code and torchrun tests start
+processes.
+Run: python -m pytest tests/test_main.py -q --durations=10
+"""
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import custom_dataloader
+import custom_transforms
+import demo_data
+import engine
+import main
+import student_code
+import utils
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_PER_CLASS, VAL_PER_CLASS = 2, 1
+EPOCHS, BATCH, PRINT_FREQ = 2, 4, 2
+ITERS = demo_data.DEMO_NUM_CLASSES * TRAIN_PER_CLASS // BATCH  # 5 per epoch (drop_last)
+METRIC_KEYS = {"epoch", "lr", "train_loss", "train_top1", "train_top5", "val_top1", "val_top5",
+               "epoch_minutes", "images_per_s", "peak_mem_mib", "device"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0,
+                                       train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
+                                       test_count=1)
+
+
+def train_argv(data, logdir, run_name, *extra):
+    return [str(data), "--epochs", str(EPOCHS), "--warmup-epochs", "1", "-b", str(BATCH), "-j", "0",
+            "--lr", "0.05", "--seed", "0", "-p", str(PRINT_FREQ), "--gpu", "-1", "--logdir", str(logdir),
+            "--run-name", run_name, *extra]
+
+
+def run_main(argv, capsys):
+    """(exit code, stdout, stderr) of main.main(argv)."""
+    code = main.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory):
+    """The uninterrupted 2-epoch reference run: its folder."""
+    logdir = tmp_path_factory.mktemp("logs")
+    assert main.main(train_argv(tiny_data, logdir, "full")) == 0
+    return logdir / "full"
+
+
+def scalars(folder, tag):
+    """[(step, value)] of a scalar tag in the events files of `folder`."""
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return [(e.step, e.value) for e in accumulator.Scalars(tag)]
+
+
+def image_tags(folder):
+    accumulator = EventAccumulator(str(folder), size_guidance={"images": 0})
+    accumulator.Reload()
+    return set(accumulator.Tags()["images"])
+
+
+def load_model(checkpoint_path):
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model = student_code.ARCHS[checkpoint["arch"]](num_classes=checkpoint["num_classes"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def val_batches(data):
+    val_set = custom_dataloader.MiniPlacesLoader(data, num_classes=demo_data.DEMO_NUM_CLASSES, split="val",
+                                                 transforms=custom_transforms.get_val_transforms())
+    return torch.utils.data.DataLoader(val_set, batch_size=100)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_training_writes_a_complete_checkpoint(trained_run, tiny_data):
+    checkpoint = torch.load(trained_run / utils.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    assert {"epoch", "arch", "conv_op", "num_classes", "classes", "state_dict", "best_acc1", "optimizer",
+            "scaler", "rng", "args"} <= checkpoint.keys()
+    assert (checkpoint["epoch"], checkpoint["arch"], checkpoint["conv_op"]) == (EPOCHS, "simplenet", "Conv2d")
+    assert checkpoint["num_classes"] == len(checkpoint["classes"]) == demo_data.DEMO_NUM_CLASSES
+    assert all(isinstance(v, torch.Tensor) for v in checkpoint["rng"].values())
+    assert checkpoint["args"]["seed"] == 0 and checkpoint["args"]["data_folder"] == str(tiny_data)
+    # SGD keeps one momentum buffer per parameter.
+    assert len(checkpoint["optimizer"]["state"]) == len(list(student_code.SimpleNet().parameters()))
+
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
+    assert all(METRIC_KEYS <= m.keys() and m["device"] == "cpu" and m["peak_mem_mib"] > 0 for m in metrics)
+    assert checkpoint["best_acc1"] == max(m["val_top1"] for m in metrics)
+    best = torch.load(trained_run / utils.BEST_NAME, map_location="cpu", weights_only=True)
+    assert metrics[best["epoch"] - 1]["val_top1"] == checkpoint["best_acc1"]
+    assert json.loads((trained_run / "args.json").read_text())["epochs"] == EPOCHS
+    assert not list(trained_run.glob(".*tmp*"))  # no temporaries left behind
+
+
+def test_tensorboard_tags_and_steps(trained_run):
+    # The assignment's tags, every print-freq iterations at the global iteration.
+    expected_steps = [e * ITERS + i for e in range(EPOCHS) for i in range(0, ITERS, PRINT_FREQ)]
+    loss = scalars(trained_run, "data/training_loss")
+    lr = scalars(trained_run, "data/learning_rate")
+    assert [s for s, _ in loss] == [s for s, _ in lr] == expected_steps
+    # Warm-up over epoch 0 from 0, then the cosine over all EPOCHS * ITERS iterations.
+    total, warm = EPOCHS * ITERS, ITERS
+    hand = [0.05 * s / warm if s < warm else 0.5 * 0.05 * (1 + math.cos(math.pi * s / total)) for s in expected_steps]
+    assert [v for _, v in lr] == pytest.approx(hand, rel=1e-6, abs=1e-9)
+    assert all(math.isfinite(v) for _, v in loss)
+
+    # add_scalars: one folder per series, each holding the original tag.
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for k in ("1", "5"):
+        for series in ("train", "val"):
+            points = scalars(trained_run / f"data_top{k}_accuracy_{series}", f"data/top{k}_accuracy")
+            assert points == [(m["epoch"], pytest.approx(m[f"{series}_top{k}"], rel=1e-6)) for m in metrics]
+    for tag in ("perf/epoch_minutes", "perf/images_per_s", "perf/peak_mem_mib"):
+        assert [s for s, _ in scalars(trained_run, tag)] == list(range(EPOCHS))
+
+
+def test_resumed_run_matches_the_uninterrupted_one(trained_run, tiny_data, tmp_path, capsys, monkeypatch):
+    # Worth its two short trainings: exact resume (weights, optimizer, RNGs, schedule) is checked
+    # nowhere else, and a subtly wrong resume only shows after days of GPU time.
+    logdir = tmp_path / "logs"
+    real_epoch = engine.train_one_epoch
+
+    def killed_in_epoch_1(*args, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived after epoch 0's checkpoint
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", killed_in_epoch_1)
+    code, _, err = run_main(train_argv(tiny_data, logdir, "resumed"), capsys)
+    assert code == 130 and "--resume" in err
+    checkpoint_path = logdir / "resumed" / utils.CHECKPOINT_NAME
+    assert torch.load(checkpoint_path, weights_only=True)["epoch"] == 1
+
+    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+    code, out, _ = run_main(train_argv(tiny_data, logdir, "resumed", "--resume", checkpoint_path), capsys)
+    assert code == 0 and "epochs 1..1" in out
+    resumed = torch.load(checkpoint_path, weights_only=True)
+    reference = torch.load(trained_run / utils.CHECKPOINT_NAME, weights_only=True)
+    assert resumed["epoch"] == EPOCHS
+    for name, tensor in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+    metrics = json.loads((logdir / "resumed" / "metrics.json").read_text())
+    reference_metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
+    assert [m["train_loss"] for m in metrics] == [m["train_loss"] for m in reference_metrics]
+
+
+# ---------------------------------------------------------------------------------------------------
+# -e and -a
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_with_saliency_maps(trained_run, tiny_data, tmp_path, capsys):
+    logdir = tmp_path / "logs"
+    argv = [tiny_data, "-e", "-v", "--resume", trained_run / utils.CHECKPOINT_NAME, "-j", "0",
+            "--logdir", logdir, "--run-name", "eval"]
+    code, out, _ = run_main(argv, capsys)
+    assert code == 0
+    result = json.loads((logdir / "eval" / "evaluation.json").read_text())
+    assert f"Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}" in out
+    assert result["count"] == demo_data.DEMO_NUM_CLASSES * VAL_PER_CLASS
+
+    # Someone else's answer: the flip-averaged logits computed here, outside engine.py.
+    model = load_model(trained_run / utils.CHECKPOINT_NAME)
+    correct = total = 0
+    with torch.no_grad():
+        for images, labels in val_batches(tiny_data):
+            logits = model(images) + model(images.flip(3))
+            correct += (logits.argmax(1) == labels).sum().item()
+            total += len(labels)
+    assert result["top1"] == pytest.approx(100.0 * correct / total)
+    assert image_tags(logdir / "eval") == {"Image/Image_Atten"}
+    assert (logdir / "eval" / "Image_Atten_0000.png").is_file()
+
+
+def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
+    # Worth its ~10 s: the only run of -a, -v and --eps-sweep through main.py. The sweep is cut to two
+    # epsilons (the loop is the same for five); each nonzero one costs 10 PGD steps over val.
+    monkeypatch.setattr(main, "SWEEP_EPSILONS", (0.0, 0.1))
+    argv = [tiny_data, "-a", "-v", "--eps-sweep", "--resume", trained_run / utils.CHECKPOINT_NAME, "-j", "0"]
+    code, out, _ = run_main(argv, capsys)
+    assert code == 0
+    result = json.loads((trained_run / "attack.json").read_text())
+    # Clean accuracy of the last checkpoint = the last epoch's val accuracy (same model, same images).
+    last_val = json.loads((trained_run / "metrics.json").read_text())[-1]
+    assert result["clean"]["top1"] == pytest.approx(last_val["val_top1"])
+    assert result["clean"]["top5"] == pytest.approx(last_val["val_top5"])
+    rows = {row["epsilon"]: row for row in result["attacks"]}
+    assert sorted(rows) == list(main.SWEEP_EPSILONS)
+    assert rows[0.0]["top1"] == pytest.approx(result["clean"]["top1"])
+    assert rows[0.1]["top1"] <= result["clean"]["top1"]
+    table = (trained_run / "robustness.md").read_text()
+    assert all(f"| {eps} | {rows[eps]['top1']:.2f} |" in table for eps in rows)
+    assert (trained_run / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"Image/Org_Image", "Image/Adv_Image"} <= image_tags(trained_run)
+    assert (trained_run / "Org_Image_0000.png").is_file() and (trained_run / "Adv_Image_0000.png").is_file()
+    assert "epsilon 0.1:" in out
+
+
+def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, monkeypatch):
+    # The README's first command, on the tiny dataset instead of the full demo one, with a 2-step
+    # default attack (the attack's own tests cover its 10 steps; here only the wiring counts).
+    monkeypatch.setattr(demo_data, "ensure_demo_dataset", lambda *args, **kwargs: tiny_data)
+    monkeypatch.setattr(student_code, "default_attack",
+                        lambda loss_fn: student_code.PGDAttack(loss_fn, num_steps=2, step_size=0.05))
+    logdir = tmp_path / "logs"
+    code, out, _ = run_main(["--demo", "--epochs", "1", "--warmup-epochs", "0", "-b", "4", "-j", "0",
+                             "--gpu", "-1", "--logdir", logdir], capsys)
+    assert code == 0
+    (run_dir,) = logdir.iterdir()
+    assert f"tensorboard --logdir {logdir}" in out
+    for name in (utils.CHECKPOINT_NAME, utils.BEST_NAME, "metrics.json", "evaluation.json", "attack.json",
+                 "Image_Atten_0000.png", "Org_Image_0000.png", "Adv_Image_0000.png"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "args.json").read_text())["epochs"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# User errors: one line, exit code 2
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bad_checkpoints(trained_run, tmp_path):
+    data = (trained_run / utils.CHECKPOINT_NAME).read_bytes()
+    (tmp_path / "truncated.pth.tar").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{missing}"], r"data folder .*nowhere does not exist"),
+    (["{data}", "-e"], r"-e/--evaluate needs --resume"),
+    (["{data}", "-a"], r"-a/--attack needs --resume"),
+    (["{data}", "-e", "-a", "--resume", "{ckpt}"], r"-e/--evaluate and -a/--attack cannot be combined"),
+    (["{data}", "-v"], r"-v/--vis works with -e/--evaluate or -a/--attack"),
+    (["{data}", "--eps-sweep"], r"--eps-sweep works with -a/--attack"),
+    (["{data}", "-e", "--resume", "{tmp}/absent.pth.tar"], r"--resume: no checkpoint file at .*absent\.pth\.tar"),
+    (["{data}", "-e", "--resume", "{tmp}/truncated.pth.tar"], r"--resume: .*truncated\.pth\.tar is not a readable checkpoint"),
+    (["{data}", "-e", "--resume", "{tmp}/notes.txt"], r"--resume: .*notes\.txt is not a readable checkpoint"),
+    (["{data}", "-e", "--resume", "{ckpt}", "--arch", "customnet2"], r"holds a 'simplenet' checkpoint, not --arch 'customnet2'"),
+    (["{data}", "--epochs", "0"], r"--epochs must be at least 1, got 0"),
+    (["{data}", "--warmup-epochs", "5", "--epochs", "2"], r"--warmup-epochs \(5\) exceeds --epochs \(2\)"),
+    (["{data}", "--lr", "-1"], r"--lr must be positive"),
+    (["{data}", "--arch", "vgg"], r"argument --arch: invalid choice: 'vgg'"),
+    (["{data}", "-b", "ten"], r"argument -b/--batch-size: invalid int value: 'ten'"),
+    (["{data}", "-b", "1000", "--gpu", "-1"], r"-b/--batch-size 1000 exceeds the 20 training images"),
+])
+def test_user_errors_are_one_line(argv, message, tiny_data, trained_run, bad_checkpoints, capsys):
+    values = {"data": tiny_data, "missing": bad_checkpoints / "nowhere", "tmp": bad_checkpoints,
+              "ckpt": trained_run / utils.CHECKPOINT_NAME}
+    code, _, err = run_main([a.format(**values) for a in argv] + ["-j", "0", "--logdir", bad_checkpoints], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert re.search(message, err), err
+
+
+def test_data_errors_name_the_file(tiny_data, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "images").mkdir()
+    (broken / "categories.txt").write_text((tiny_data / "categories.txt").read_text())
+    (broken / "train.txt").write_text("train/b/beach/00000001.jpg 0\n")  # listed but absent
+    code, _, err = run_main([broken, "-j", "0", "--gpu", "-1", "--logdir", tmp_path], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "train.txt:1" in err and "not found" in err
+
+
+def test_script_exit_code_without_traceback(tmp_path):
+    # A real process (a few seconds of imports): `python code/main.py` must exit 2 with one line,
+    # not a traceback; in-process calls cannot show the interpreter's own exit path.
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "code" / "main.py"), str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: data folder {tmp_path / 'nowhere'} does not exist "
+                                                  "(give the MiniPlaces folder, or run --demo)"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Distributed
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+    # Worth its ~20 s: the only check that DDP, gloo, the samplers and the all-reduced metrics work.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(REPO_ROOT / "code" / "main.py"), *train_argv(tiny_data, tmp_path, "ddp")]
+    argv[argv.index("--epochs") + 1] = "1"
+    argv[argv.index("--warmup-epochs") + 1] = "0"
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "ddp"
+    assert result.stdout.count("2 process(es)") == 1  # only rank 0 prints
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
+    (record,) = json.loads((run_dir / "metrics.json").read_text())
+    assert record["world_size"] == 2
+
+    # Each rank validated half of val; the all-reduced accuracy must equal a one-process pass.
+    model = load_model(run_dir / utils.CHECKPOINT_NAME)
+    val = engine.validate(model, val_batches(tiny_data), nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert val["count"] == demo_data.DEMO_NUM_CLASSES * VAL_PER_CLASS
+    assert record["val_top1"] == pytest.approx(val["top1"])
+    assert record["val_top5"] == pytest.approx(val["top5"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# engine.py and utils.py units
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_schedule_warm_up_then_cosine():
+    # 2 warm-up iterations of 10: lr 0, 0.05 with weight decay 0; then cosine from the global iteration.
+    values = [engine.lr_and_weight_decay(s, 10, 2, 0.1, 1e-4) for s in range(10)]
+    assert values[0] == (0.0, 0.0) and values[1] == (pytest.approx(0.05), 0.0)
+    assert values[2] == (pytest.approx(0.05 * (1 + math.cos(math.pi * 0.2))), 1e-4)
+    assert values[5][0] == pytest.approx(0.05)  # half-way: cos(pi / 2) = 0
+    assert values[9][0] == pytest.approx(0.05 * (1 + math.cos(math.pi * 0.9)))
+    assert engine.lr_and_weight_decay(0, 10, 0, 0.1, 1e-4) == (pytest.approx(0.1), 1e-4)
+
+
+def test_accuracy_and_average_meter():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.5, 0.3, 0.2]])
+    labels = torch.tensor([1, 2, 2, 1])  # top-1 hits rows 0, 2; top-2 also row 3
+    top1, top2, top5 = utils.accuracy(logits, labels, topk=(1, 2, 5))
+    assert (top1.item(), top2.item(), top5.item()) == (50.0, 75.0, 100.0)
+
+    meter = utils.AverageMeter("Loss", ":.2f")
+    meter.update(torch.tensor(2.0), n=3)
+    meter.update(1.0, n=1)
+    assert meter.avg == pytest.approx(7.0 / 4) and meter.count == 4
+    assert str(meter) == "Loss 1.00 (1.75)"
+
+
+def test_validate_averages_the_flipped_image():
+    # A model that sees only the left half: flipping changes its logits, so averaging is visible.
+    class LeftHalf(nn.Module):
+        def forward(self, x):  # (N, 3, H, W) -> (N, 3)
+            return x[..., : x.shape[-1] // 2].mean(dim=(2, 3))
+
+    images = torch.randn(12, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = LeftHalf()
+    # The flip brings the right half to the left, so the averaged logits are the whole image's mean.
+    averaged = images.mean(dim=(2, 3))  # (12, 3)
+    labels = averaged.argmax(1)  # averaging gets every image right ...
+    plain = 100.0 * (model(images).argmax(1) == labels).float().mean().item()
+    assert plain < 100.0  # ... the left half alone does not
+    batches = [(images[:5], labels[:5]), (images[5:], labels[5:])]
+    device = torch.device("cpu")
+    result = engine.validate(model, batches, nn.CrossEntropyLoss(), device, flip_average=True)
+    assert result["top1"] == pytest.approx(100.0) and result["count"] == 12
+    assert engine.validate(model, batches, nn.CrossEntropyLoss(), device)["top1"] == pytest.approx(plain)
+    expected_loss = nn.functional.cross_entropy(averaged, labels).item()
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_train_step_bf16_autocast_matches_full_precision_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    expected = nn.functional.cross_entropy(model(images), labels).item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    amp_dtype, scaler = main.amp_settings(True, torch.device("cpu"))
+    assert amp_dtype == torch.bfloat16 and not scaler.is_enabled()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, output = engine.train_step(model, images, labels, nn.CrossEntropyLoss(), optimizer, scaler, amp_dtype)
+    assert output.dtype == torch.bfloat16 and loss.item() == pytest.approx(expected, abs=0.05)
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    utils.save_checkpoint({"arch": "simplenet", "state_dict": {"w": torch.ones(2)}}, tmp_path, is_best=True)
+    real_save = torch.save
+
+    def dies_half_way(obj, f):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        utils.save_checkpoint({"arch": "simplenet", "state_dict": {"w": torch.zeros(2)}}, tmp_path, is_best=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    for name in (utils.CHECKPOINT_NAME, utils.BEST_NAME):
+        assert torch.equal(utils.load_checkpoint(tmp_path / name)["state_dict"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [utils.CHECKPOINT_NAME, utils.BEST_NAME]
+
+
+def test_rng_state_round_trip_through_weights_only_load(tmp_path):
+    utils.seed_everything(3)
+    random.gauss(0, 1)  # leaves a cached Gaussian in Python's state
+    torch.save(utils.get_rng_state(), tmp_path / "rng.pt")
+    first = (torch.rand(3), random.random(), random.gauss(0, 1), np.random.rand(3))
+    utils.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    second = (torch.rand(3), random.random(), random.gauss(0, 1), np.random.rand(3))
+    assert torch.equal(first[0], second[0]) and first[1:3] == second[1:3]
+    np.testing.assert_array_equal(first[3], second[3])
+
+
+def test_run_names_and_folders(tmp_path):
+    from datetime import datetime
+
+    name = utils.make_run_name("simplenet", "CustomConv2d", now=datetime(2019, 3, 1, 14, 25, 1))
+    assert name == "simplenet_customconv2d_20190301-142501"
+    first = utils.create_run_dir(tmp_path, name)
+    second = utils.create_run_dir(tmp_path, name)
+    assert (first.name, second.name) == (name, name + "-1")
+    assert utils.create_run_dir(tmp_path, name, reuse=True) == first

@@ -1,0 +1,216 @@
+"""Tests of the networks in student_code's Part II: shapes, gradients, sizes, init, conv_op.
+
+Every network is checked at the training (128 px) and validation (160 px) sizes with nn.Conv2d.
+Gradients and the comparison with CustomConv2d run at the smallest supported size, 64 px, batch 2,
+and the tests share few input shapes: on a CPU the first pass at a new conv shape is the slow one
+(oneDNN prepares its kernels per shape).
+Run: python -m pytest tests/test_models.py -q
+"""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import student_code
+from student_code import (
+    ARCHS, MAX_MODEL_BYTES, CustomConv2d, ResidualBlock, SimpleNet, model_size_bytes,
+)
+from utils import UserError
+
+ARCH_NAMES = sorted(ARCHS)
+RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
+
+
+def build(name, conv_op=nn.Conv2d, num_classes=100):
+    """A fresh network, seeded; resnet18 never looks at the torch cache, so tests don't depend on it."""
+    torch.manual_seed(0)
+    extra = {"pretrained": False} if name == "resnet18" else {}
+    return ARCHS[name](conv_op=conv_op, num_classes=num_classes, **extra)
+
+
+def calibrate_norms_(model, images):
+    """Give every batch norm the running statistics of `images` and a random affine transform.
+
+    With the init's running statistics (mean 0, var 1) an eval-mode network is unnormalised, and
+    the zero-initialised last gammas of residual blocks hide every residual branch; this makes every
+    layer count in the outputs and gradients the tests compare.
+    """
+    generator = torch.Generator().manual_seed(1)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+        norm.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(images)
+        for norm in norms:
+            norm.weight.copy_(torch.rand(norm.weight.shape, generator=generator) + 0.5)
+            norm.bias.copy_(torch.rand(norm.bias.shape, generator=generator) * 0.2 - 0.1)
+            norm.momentum = 0.1
+    return model.eval()
+
+
+def test_archs_are_the_agreed_names():
+    assert set(ARCHS) == {"simplenet", "customnet2", "customnet", "resnet", "googlenet", "resnet18"}
+    assert student_code.default_model is SimpleNet
+
+
+def test_simplenet_has_the_starters_parameter_count():
+    assert sum(p.numel() for p in SimpleNet().parameters()) == 1_368_676
+
+
+def test_customnet2_is_simplenet_with_batch_norm_and_channel_dropout():
+    simple, custom2 = SimpleNet(), build("customnet2")
+    simple_convs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride)
+                    for m in simple.modules() if isinstance(m, nn.Conv2d)]
+    custom2_convs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride)
+                     for m in custom2.modules() if isinstance(m, nn.Conv2d)]
+    assert custom2_convs == simple_convs
+    norms = [m for m in custom2.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [n.num_features for n in norms] == [c[1] for c in simple_convs]
+    dropouts = [m for m in custom2.modules() if isinstance(m, nn.Dropout2d)]
+    assert len(dropouts) == 1 and dropouts[0].p == 0.5
+    # Conv biases (made redundant by batch norm's beta) traded for gamma and beta per channel.
+    conv_biases = sum(c[1] for c in simple_convs)
+    expected = 1_368_676 - conv_biases + 2 * conv_biases
+    assert sum(p.numel() for p in custom2.parameters()) == expected
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+@pytest.mark.parametrize("size", [128, 160])
+def test_logits_shape_and_finite(name, size):
+    model = build(name).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, 100)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+def test_every_parameter_and_the_input_get_a_gradient(name):
+    model = build(name, num_classes=10)  # the demo dataset's 10 classes
+    calibrate_norms_(model, torch.randn(2, 3, 64, 64)).train()
+    images = torch.randn(2, 3, 64, 64, requires_grad=True)
+    logits = model(images)
+    assert logits.shape == (2, 10)
+    nn.functional.cross_entropy(logits, torch.tensor([3, 7])).backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, param_name
+        assert torch.isfinite(param.grad).all(), param_name
+        assert param.grad.abs().sum() > 0, param_name
+    # Saliency maps need the input's gradient.
+    assert images.grad is not None and torch.isfinite(images.grad).all()
+    assert images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+def test_serialized_size(name):
+    model = build(name)
+    num_params = sum(p.numel() for p in model.parameters())
+    num_buffers = sum(b.numel() for b in model.buffers())
+    size = model_size_bytes(model)
+    # float32 tensors (int64 BN counters aside) plus a little pickle bookkeeping.
+    assert 4 * (num_params + num_buffers) < size < 4 * (num_params + num_buffers) + 200_000
+    if name == "resnet18":
+        # torchvision's unchanged resnet18: 11.2 M parameters cannot fit; a baseline, not an entry.
+        assert size > MAX_MODEL_BYTES
+    else:
+        assert size < MAX_MODEL_BYTES
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+def test_custom_conv_matches_nn_conv_with_one_state_dict(name):
+    # float64, as micrograd checks against PyTorch: in float32 the two convs' rounding differs by
+    # ~1e-7, enough to flip a near-tie of a max pool and send an input gradient elsewhere.
+    reference = calibrate_norms_(build(name).double(), torch.randn(2, 3, 64, 64, dtype=torch.float64))
+    custom = build(name, conv_op=CustomConv2d).double()
+    custom.load_state_dict(reference.state_dict())  # strict: same keys and shapes
+    custom.eval()
+    convs = [m for m in reference.modules() if isinstance(m, nn.Conv2d)]
+    custom_convs = [m for m in custom.modules() if isinstance(m, nn.Conv2d)]
+    assert len(custom_convs) == len(convs)
+    assert all(type(m) is CustomConv2d for m in custom_convs)
+    # Only the input's gradient is compared (saliency maps use it); the custom conv's weight
+    # gradients are Part I's tests', and skipping them halves the backward pass.
+    reference.requires_grad_(False)
+    custom.requires_grad_(False)
+
+    images = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ref_input = images.clone().requires_grad_()
+    custom_input = images.clone().requires_grad_()
+    ref_logits, custom_logits = reference(ref_input), custom(custom_input)
+    ref_logits.sum().backward()
+    custom_logits.sum().backward()
+    torch.testing.assert_close(custom_logits, ref_logits, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(custom_input.grad, ref_input.grad, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+def test_init_is_kaiming_normal_fan_out(name):
+    model = build(name)
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            expected_std = math.sqrt(2.0 / fan_out)
+            std = module.weight.std().item()
+            assert abs(std - expected_std) < 0.1 * expected_std, module_name
+            assert module.bias is None or not module.bias.any(), module_name
+        elif isinstance(module, nn.Linear):
+            assert abs(module.weight.std().item() - 0.01) < 0.001, module_name
+            assert not module.bias.any(), module_name
+
+
+@pytest.mark.parametrize("name", ["customnet", "resnet", "resnet18"])
+def test_residual_blocks_start_as_the_identity(name):
+    model = build(name)
+    blocks = [m for m in model.modules()
+              if isinstance(m, (ResidualBlock, torchvision.models.resnet.BasicBlock))]
+    assert len(blocks) == {"customnet": 4, "resnet": 8, "resnet18": 8}[name]
+    for block in blocks:
+        assert not block.bn2.weight.any()
+        assert block.bn1.weight.eq(1).all()
+
+
+def test_custom_conv_network_reports_wrong_channels():
+    model = build("customnet2", conv_op=CustomConv2d).eval()
+    with pytest.raises(ValueError, match="input has 1 channels"):
+        model(torch.randn(1, 1, 64, 64))
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """A private torch hub directory, so the tests never see (or write) the user's cache."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    return tmp_path
+
+
+def test_resnet18_without_cached_weights_says_so(hub_dir, capsys):
+    model = student_code.resnet18(num_classes=10)
+    assert "no ImageNet weights" in capsys.readouterr().out
+    assert model.fc.out_features == 10
+    assert not list(hub_dir.iterdir())  # nothing downloaded
+
+
+def test_resnet18_loads_cached_weights_into_the_custom_conv(hub_dir, capsys):
+    imagenet_like = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        imagenet_like.conv1.weight.fill_(0.25)
+        imagenet_like.layer4[1].conv2.weight.fill_(-0.5)
+    (hub_dir / "checkpoints").mkdir()
+    torch.save(imagenet_like.state_dict(), hub_dir / "checkpoints" / RESNET18_WEIGHTS_FILE)
+
+    model = student_code.resnet18(conv_op=CustomConv2d, num_classes=100)
+    assert "ImageNet weights loaded" in capsys.readouterr().out
+    assert type(model.conv1) is CustomConv2d and type(model.layer4[1].conv2) is CustomConv2d
+    assert model.conv1.weight.eq(0.25).all()
+    assert model.layer4[1].conv2.weight.eq(-0.5).all()
+    assert model.fc.weight.shape == (100, 512)  # a new head, not ImageNet's 1000 classes
+
+
+def test_resnet18_unreadable_cached_weights_is_a_user_error(hub_dir):
+    (hub_dir / "checkpoints").mkdir()
+    (hub_dir / "checkpoints" / RESNET18_WEIGHTS_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read the ImageNet weights .*resnet18-f37072fd.pth"):
+        student_code.resnet18()

@@ -1,0 +1,315 @@
+"""Tests of the hand-in tools: predict.py (challenge files), score.py (devkit scorer), report.py
+(experiment report) and zip_submission.py.
+
+Two 1-epoch runs of main.main([...]) (nn.Conv2d and CustomConv2d, one SGD step each) on a tiny
+generated dataset (10 classes, 1 train and 1 val image per class, 7 test images) provide the
+checkpoint and the run folders; everything runs on the CPU.
+Run: python -m pytest tests/test_submission.py -q --durations=10
+"""
+import json
+import re
+import shutil
+import zipfile
+
+import pytest
+import torch
+from PIL import Image
+
+import custom_dataloader
+import custom_transforms
+import demo_data
+import engine
+import main
+import predict
+import report
+import score
+import utils
+from utils import UserError
+
+NUM_CLASSES = demo_data.DEMO_NUM_CLASSES
+TEST_COUNT = 7
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=1,
+                                       val_per_class=1, test_count=TEST_COUNT)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_data, tmp_path_factory):
+    """logs folder with runs 'conv' (nn.Conv2d) and 'custom' (--use-custom-conv), 1 epoch of 1 step."""
+    logdir = tmp_path_factory.mktemp("logs")
+    for name, extra in (("conv", []), ("custom", ["--use-custom-conv"])):
+        argv = [str(tiny_data), "--epochs", "1", "-b", "10", "-j", "0", "--gpu", "-1", "--seed", "0",
+                "-p", "1", "--lr", "0.01", "--logdir", str(logdir), "--run-name", name, *extra]
+        assert main.main(argv) == 0
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def submission(tiny_runs, tiny_data, tmp_path_factory):
+    """(out folder, val errors) of predict.py on the nn.Conv2d run's best checkpoint."""
+    out = tmp_path_factory.mktemp("results")
+    errors = predict.make_submission(tiny_data, tiny_runs / "conv" / utils.BEST_NAME, out, torch.device("cpu"),
+                                     batch_size=4, workers=0, log=lambda *a: None)
+    return out, errors
+
+
+def prediction_lines(path):
+    return [line.split() for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# predict.py
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("file_name, split", [(predict.TEST_PREDICTIONS, "test"), (predict.VAL_PREDICTIONS, "val")])
+def test_prediction_file_format(submission, tiny_data, file_name, split):
+    out, _ = submission
+    lines = prediction_lines(out / file_name)
+    expected_names = sorted(f"{split}/{p.name}" for p in (tiny_data / "images" / split).glob("*.jpg"))
+    assert [fields[0] for fields in lines] == expected_names  # one line per image, in name order
+    for fields in lines:
+        labels = [int(text) for text in fields[1:]]
+        assert len(labels) == 5 and len(set(labels)) == 5
+        assert all(0 <= label < NUM_CLASSES for label in labels)
+
+
+def test_val_predictions_agree_with_flip_averaged_validation(submission, tiny_runs, tiny_data):
+    """The val error table equals 100 - the accuracy engine.validate (main.py -e) measures."""
+    _, errors = submission
+    checkpoint = utils.load_checkpoint(tiny_runs / "conv" / utils.BEST_NAME)
+    model = main.build_model("simplenet", False, NUM_CLASSES)
+    model.load_state_dict(checkpoint["state_dict"])
+    val_set = custom_dataloader.MiniPlacesLoader(tiny_data, num_classes=NUM_CLASSES, split="val",
+                                                 transforms=custom_transforms.get_val_transforms())
+    loader = torch.utils.data.DataLoader(val_set, batch_size=3)
+    result = engine.validate(model, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"), flip_average=True)
+    assert 100 * errors[0] == pytest.approx(100 - result["top1"], abs=1e-4)
+    assert 100 * errors[4] == pytest.approx(100 - result["top5"], abs=1e-4)
+    assert errors == sorted(errors, reverse=True)
+
+
+def test_challenge_model_drops_the_training_state(submission, tiny_runs):
+    out, _ = submission
+    original = utils.load_checkpoint(tiny_runs / "conv" / utils.BEST_NAME)
+    model = utils.load_checkpoint(out / predict.MODEL_NAME)  # weights_only=True, as main.py -e loads it
+    assert set(predict.TRAINING_ONLY_KEYS) <= original.keys()
+    assert model.keys() == original.keys() - set(predict.TRAINING_ONLY_KEYS)
+    assert model["arch"] == original["arch"]
+    for key, tensor in original["state_dict"].items():
+        assert torch.equal(model["state_dict"][key], tensor)
+    assert (out / predict.MODEL_NAME).stat().st_size < predict.MODEL_SIZE_LIMIT
+
+
+def test_model_size_limit_is_ten_mebibytes():
+    assert predict.MODEL_SIZE_LIMIT == 10 * 1024 * 1024
+    predict.check_model_size(predict.MODEL_SIZE_LIMIT - 1, "model.pth.tar")
+    with pytest.raises(UserError, match=r"model.pth.tar: 10,485,760 bytes .* at or over the challenge's 10 MB"):
+        predict.check_model_size(predict.MODEL_SIZE_LIMIT, "model.pth.tar")
+
+
+def test_oversized_model_is_refused_before_anything_is_written(tiny_runs, tiny_data, tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.setattr(predict, "MODEL_SIZE_LIMIT", 1_000_000)  # SimpleNet's weights take about 5 MiB
+    out = tmp_path / "results"
+    code = predict.main([str(tiny_data), "--resume", str(tiny_runs / "conv" / utils.BEST_NAME),
+                         "--out", str(out), "--gpu", "-1", "-j", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "model.pth.tar" in err and "1,000,000 bytes): train a smaller --arch" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--resume", "{missing}"], r"--resume: no checkpoint file at .*missing"),
+    (["-b", "0", "--resume", "x"], r"-b/--batch-size must be at least 1"),
+    ([], r"the following arguments are required: --resume"),
+])
+def test_predict_user_errors_are_one_line(argv, message, tiny_data, tmp_path, capsys):
+    argv = [a.format(missing=tmp_path / "missing.pth.tar") for a in argv]
+    assert predict.main([str(tiny_data), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.search(message, err)
+
+
+# ---------------------------------------------------------------------------------------------------
+# score.py
+# ---------------------------------------------------------------------------------------------------
+
+GROUND_TRUTH = "val/00000001.jpg 3\nval/00000002.jpg 7\nval/00000003.jpg 0\nval/00000004.jpg 9\n"
+# The true label is guess 1, guess 3, guess 5 and absent: an image's top-k error is 0 once k
+# reaches its true label's position, so top-1..top-5 error = 3/4, 3/4, 2/4, 2/4, 1/4.
+PREDICTIONS = ("val/00000004.jpg 1 2 3 4 5\n"  # written out of order: the scorer matches by name
+               "val/00000001.jpg 3 1 2 4 5\n"
+               "val/00000002.jpg 1 2 7 4 5\n"
+               "val/00000003.jpg 1 2 3 4 0\n")
+HAND_ERRORS = [0.75, 0.75, 0.5, 0.5, 0.25]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_scorer_against_hand_computed_errors(tmp_path, capsys):
+    truth = write(tmp_path / "val.txt", GROUND_TRUTH)
+    predictions = write(tmp_path / "predictions_val.txt", PREDICTIONS)
+    errors, count = score.score_files(predictions, truth)
+    assert errors == HAND_ERRORS and count == 4
+
+    assert score.main([str(predictions), str(truth)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("# guesses  vs cls error")
+    assert [(int(r.split()[0]), float(r.split()[1])) for r in rows[1:]] == list(enumerate(HAND_ERRORS, 1))
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ("val/00000001.jpg 3 1 2 4", r"predictions_val.txt:2: expected .* \(5 labels\), got 4 label"),
+    ("val/00000001.jpg 3 1 2 4 3", r"predictions_val.txt:2: the 5 labels must be distinct"),
+    ("val/00000001.jpg 3 1 2 4 100", r"predictions_val.txt:2: label 100 is outside 0..99"),
+    ("val/00000001.jpg 3 1 two 4 5", r"predictions_val.txt:2: labels must be integers"),
+    ("val/00000004.jpg 3 1 2 4 5", r"predictions_val.txt:2: image val/00000004.jpg is predicted twice"),
+])
+def test_scorer_rejects_malformed_predictions(bad_line, message, tmp_path):
+    lines = PREDICTIONS.splitlines()
+    lines[1] = bad_line
+    predictions = write(tmp_path / "predictions_val.txt", "\n".join(lines) + "\n")
+    truth = write(tmp_path / "val.txt", GROUND_TRUTH)
+    with pytest.raises(UserError, match=message):
+        score.score_files(predictions, truth)
+
+
+def test_scorer_needs_every_image_exactly(tmp_path, capsys):
+    truth = write(tmp_path / "val.txt", GROUND_TRUTH)
+    fewer = write(tmp_path / "fewer.txt", "".join(PREDICTIONS.splitlines(True)[:3]))
+    with pytest.raises(UserError, match=r"1 image\(s\) of the ground truth have no prediction "
+                                        r"\(first: val/00000003.jpg\)"):
+        score.score_files(fewer, truth)
+    extra = write(tmp_path / "extra.txt", PREDICTIONS + "val/00000005.jpg 1 2 3 4 5\n")
+    with pytest.raises(UserError, match=r"1 predicted image\(s\) are not in the ground truth"):
+        score.score_files(extra, truth)
+    assert score.main([str(tmp_path / "nope.txt"), str(truth)]) == 2
+    assert capsys.readouterr().err == f"error: predictions: {tmp_path / 'nope.txt'} not found\n"
+
+
+def test_scorer_reads_the_class_count_from_categories(tmp_path):
+    write(tmp_path / "categories.txt", "".join(f"/c/class{i} {i}\n" for i in range(6)))
+    truth = write(tmp_path / "val.txt", "val/00000001.jpg 5\n")
+    predictions = write(tmp_path / "p.txt", "val/00000001.jpg 0 1 2 3 6\n")
+    with pytest.raises(UserError, match=r"label 6 is outside 0..5"):
+        score.score_files(predictions, truth)
+
+
+# ---------------------------------------------------------------------------------------------------
+# report.py
+# ---------------------------------------------------------------------------------------------------
+
+
+def table_row(text, run_name):
+    """The cells of the Markdown row of `run_name` in the runs table."""
+    line = next(line for line in text.splitlines() if line.startswith(f"| `{run_name}` |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_on_two_tiny_runs(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert report.main([str(tiny_runs), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    header = table_row(text.replace("| run |", "| `header` |"), "header")
+    for name, conv_op in (("conv", "Conv2d"), ("custom", "CustomConv2d")):
+        metrics = json.loads((tiny_runs / name / "metrics.json").read_text())
+        row = dict(zip(header, table_row(text, name)))
+        assert row["arch"] == "simplenet" and row["conv op"] == conv_op and row["epochs"] == "1"
+        assert row["peak train memory (MiB)"] == f"{metrics[0]['peak_mem_mib']:,.0f}"
+        assert row["min/epoch"] == f"{metrics[0]['epoch_minutes']:.2f}"
+        for key in ("train_top1", "train_top5", "val_top1", "val_top5"):
+            assert row[key.replace("_top", " top-")] == f"{metrics[-1][key]:.2f}"
+        assert row["train loss"] == f"{metrics[-1]['train_loss']:.3f}"
+
+    conv, custom = (json.loads((tiny_runs / n / "metrics.json").read_text())[0] for n in ("conv", "custom"))
+    assert "### simplenet: nn.Conv2d vs CustomConv2d" in text
+    memory_row = next(line for line in text.splitlines() if line.startswith("| peak train memory (MiB) |"))
+    assert memory_row.endswith(f"| {custom['peak_mem_mib'] / conv['peak_mem_mib']:.2f}x |")
+    assert "| train loss after epoch 1 |" in text
+    assert (out / "report.md").read_text() in text
+    for name in report.PLOT_NAMES:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 100
+
+
+def test_report_rebuilds_metrics_from_tensorboard_events(tiny_runs, tmp_path):
+    run_dir = tmp_path / "conv"
+    shutil.copytree(tiny_runs / "conv", run_dir, ignore=shutil.ignore_patterns("*.pth.tar", "metrics.json"))
+    rebuilt = report.load_run(run_dir)
+    expected = json.loads((tiny_runs / "conv" / "metrics.json").read_text())
+    assert rebuilt.source == "TensorBoard events" and len(rebuilt.metrics) == len(expected)
+    for key in ("val_top1", "train_top5", "epoch_minutes", "peak_mem_mib"):
+        assert rebuilt.metrics[0][key] == pytest.approx(expected[0][key], rel=1e-6)
+
+
+def test_report_reads_attack_results_and_rejects_empty_folders(tiny_runs, tmp_path):
+    run_dir = tmp_path / "logs" / "conv"
+    shutil.copytree(tiny_runs / "conv", run_dir, ignore=shutil.ignore_patterns("*.pth.tar"))
+    utils.write_json({"checkpoint": "x", "clean": {"top1": 47.65, "top5": 76.41}, "count": 10,
+                      "attacks": [{"epsilon": 0.1, "top1": 0.09, "top5": 7.61}]}, run_dir / "attack.json")
+    text, _ = report.make_report([tmp_path / "logs"], tmp_path / "out", plots=False)
+    assert "| `conv` | -a (PGD) | 47.65 | 76.41 | 0.1 | 0.09 | 7.61 |" in text
+    assert "nn.Conv2d vs CustomConv2d" not in text  # only one conv op among these runs
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"empty: no run folders"):
+        report.make_report([tmp_path / "empty"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# zip_submission.py
+# ---------------------------------------------------------------------------------------------------
+
+
+def fake_checkout(root, with_writeup=True):
+    files = ["code/main.py", "code/student_code.py", "code/__pycache__/main.cpython-312.pyc", "code/old.pth.tar",
+             "results/model.pth.tar", "results/predictions_test.txt", "results/predictions_val.txt",
+             "results/.predictions_val.txt.tmp123", "data/train.txt", "logs/run/checkpoint.pth.tar"]
+    if with_writeup:
+        files += ["writeup/report.pdf"]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    return root
+
+
+@pytest.mark.parametrize("with_writeup", [True, False])
+def test_zip_holds_code_writeup_and_results_only(tmp_path, with_writeup):
+    import zip_submission
+
+    root = fake_checkout(tmp_path, with_writeup)
+    output, names, warnings = zip_submission.make_zip(root)
+    expected = {"code/main.py", "code/student_code.py", "results/model.pth.tar", "results/predictions_test.txt",
+                "results/predictions_val.txt"} | ({"writeup/report.pdf"} if with_writeup else set())
+    with zipfile.ZipFile(output) as archive:
+        assert set(archive.namelist()) == expected
+        assert archive.read("code/main.py") == b"code/main.py"
+    assert output == root / "submission.zip"
+    assert warnings == ["skipped code/old.pth.tar: checkpoints go in results/ only"]
+
+
+def test_zip_warns_about_missing_results_and_refuses_a_big_model(tmp_path):
+    import zip_submission
+
+    root = fake_checkout(tmp_path)
+    (root / "results" / "predictions_test.txt").unlink()
+    _, names, warnings = zip_submission.make_zip(root, tmp_path / "out.zip")
+    assert "results/predictions_test.txt" not in names
+    assert any("results/ lacks predictions_test.txt" in w for w in warnings)
+    with open(root / "results" / "model.pth.tar", "wb") as f:
+        f.truncate(predict.MODEL_SIZE_LIMIT)  # sparse: no 10 MiB written
+    with pytest.raises(UserError, match=r"model.pth.tar: 10,485,760 bytes .* 10 MB limit"):
+        zip_submission.make_zip(root, tmp_path / "out2.zip")
+    assert not (tmp_path / "out2.zip").exists()
+    shutil.rmtree(root / "results")
+    with pytest.raises(UserError, match=r"results: folder not found"):
+        zip_submission.make_zip(root, tmp_path / "out3.zip")
