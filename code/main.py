@@ -48,7 +48,7 @@ DEMO_DEFAULTS = {
     "seed": 0,
     "channels_last": True,
 }
-DEMO_ATTACK_IMAGES = 100
+DEMO_ATTACK_IMAGES = 50
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,7 +111,9 @@ def get_args_parser():
                         help="mixed precision: fp16 + GradScaler on CUDA, bf16 on the CPU")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    parser.add_argument("--cache", action="store_true", help="keep decoded images in memory after the first epoch")
+    parser.add_argument("--cache", action="store_true",
+                        help="decode each split once into a memory-mapped uint8 file under data/cache/, "
+                             "so epochs skip JPEG decoding")
     parser.add_argument("--adv-train", action="store_true", help="train on PGD adversarial examples")
     parser.add_argument("--adv-mode", default="mixed", choices=("mixed", "adv"),
                         help="adversarial training batch: clean + adversarial, or adversarial only")

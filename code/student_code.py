@@ -235,12 +235,13 @@ class CustomConv2DFunction(Function):
             w_t = w.transpose(1, 2)  # (G, K, O/G)
 
         sample_bytes = weight[0].numel() * g * ho * wo * input.element_size()
+        on_accelerator = input.device.type != "cpu"
         for chunk in _batch_chunks(n, sample_bytes, input.device):
             dy_chunk = dy[chunk]  # (Nc, G, O/G, L)
             if need_weight:
                 cols = geo.columns(x[chunk])
                 cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
-                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=input.device.type != "cpu")
+                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=on_accelerator)
             if need_input:
                 dcols = torch.matmul(w_t, dy_chunk)  # (Nc, G, K, L)
                 fold_size = grad_x.shape[2:] if geo.symmetric else geo.padded_size

@@ -45,24 +45,21 @@ def grads(fn, tensors, grad_out_seed=1):
     return out, torch.autograd.grad(out, tensors, grad_out)
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-def test_forward_and_gradients_match_conv2d(case, bias):
-    x, w, b, kwargs = make_case(case, bias=bias)
-    args = [x, w] + ([b] if bias else [])
-
-    def custom(*t):
-        return custom_conv2d(t[0], t[1], t[2] if bias else None, **kwargs)
-
-    def reference(*t):
-        return F.conv2d(t[0], t[1], t[2] if bias else None, **kwargs)
-
-    out, custom_grads = grads(custom, args)
-    ref_out, ref_grads = grads(reference, args)
+def assert_matches_conv2d(tensors, kwargs):
+    """custom_conv2d's output and gradients equal F.conv2d's on the same tensors."""
+    out, custom_grads = grads(lambda *t: custom_conv2d(*t, **kwargs), tensors)
+    ref_out, ref_grads = grads(lambda *t: F.conv2d(*t, **kwargs), tensors)
     assert out.shape == ref_out.shape
     torch.testing.assert_close(out, ref_out)
     for got, expected in zip(custom_grads, ref_grads):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_forward_and_gradients_match_conv2d(case, bias):
+    x, w, b, kwargs = make_case(case, bias=bias)
+    assert_matches_conv2d([x, w, b] if bias else [x, w], kwargs)
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[5], CASES[6], CASES[8], CASES[11]], ids=str)
@@ -81,11 +78,7 @@ def test_batch_sizes_and_chunking(batch, monkeypatch):
     # A tiny chunk size forces one sample per chunk, so chunk boundaries are exercised.
     monkeypatch.setattr(student_code, "CHUNK_BYTES", 1)
     x, w, b, kwargs = make_case(CASES[3], batch=batch)
-    out, custom_grads = grads(lambda *t: custom_conv2d(*t, **kwargs), [x, w, b])
-    ref_out, ref_grads = grads(lambda *t: F.conv2d(*t, **kwargs), [x, w, b])
-    torch.testing.assert_close(out, ref_out)
-    for got, expected in zip(custom_grads, ref_grads):
-        torch.testing.assert_close(got, expected)
+    assert_matches_conv2d([x, w, b], kwargs)
 
 
 def test_unbatched_input():
@@ -103,11 +96,7 @@ def test_memory_layouts(layout):
         assert not x.is_contiguous()
     else:
         x = x[:, :, ::2, 1::2]  # a strided view: (2, 3, 6, 6)
-    out, custom_grads = grads(lambda *t: custom_conv2d(*t, **kwargs), [x, w, b])
-    ref_out, ref_grads = grads(lambda *t: F.conv2d(*t, **kwargs), [x, w, b])
-    torch.testing.assert_close(out, ref_out)
-    for got, expected in zip(custom_grads, ref_grads):
-        torch.testing.assert_close(got, expected)
+    assert_matches_conv2d([x, w, b], kwargs)
 
 
 def test_float32_and_positional_call_as_in_the_assignment():

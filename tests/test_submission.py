@@ -104,10 +104,10 @@ def test_challenge_model_drops_the_training_state(submission, tiny_runs):
     assert (out / predict.MODEL_NAME).stat().st_size < predict.MODEL_SIZE_LIMIT
 
 
-def test_model_size_limit_is_ten_mebibytes():
-    assert predict.MODEL_SIZE_LIMIT == 10 * 1024 * 1024
+def test_model_size_limit_is_ten_megabytes():
+    assert predict.MODEL_SIZE_LIMIT == 10_000_000
     predict.check_model_size(predict.MODEL_SIZE_LIMIT - 1, "model.pth.tar")
-    with pytest.raises(UserError, match=r"model.pth.tar: 10,485,760 bytes .* at or over the challenge's 10 MB"):
+    with pytest.raises(UserError, match=r"model.pth.tar: 10,000,000 bytes .* at or over the challenge's 10 MB"):
         predict.check_model_size(predict.MODEL_SIZE_LIMIT, "model.pth.tar")
 
 
@@ -306,8 +306,8 @@ def test_zip_warns_about_missing_results_and_refuses_a_big_model(tmp_path):
     assert "results/predictions_test.txt" not in names
     assert any("results/ lacks predictions_test.txt" in w for w in warnings)
     with open(root / "results" / "model.pth.tar", "wb") as f:
-        f.truncate(predict.MODEL_SIZE_LIMIT)  # sparse: no 10 MiB written
-    with pytest.raises(UserError, match=r"model.pth.tar: 10,485,760 bytes .* 10 MB limit"):
+        f.truncate(predict.MODEL_SIZE_LIMIT)  # sparse: no 10 MB written
+    with pytest.raises(UserError, match=r"model.pth.tar: 10,000,000 bytes .* 10 MB limit"):
         zip_submission.make_zip(root, tmp_path / "out2.zip")
     assert not (tmp_path / "out2.zip").exists()
     shutil.rmtree(root / "results")
