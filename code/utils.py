@@ -139,7 +139,12 @@ def load_checkpoint(path, flag="--resume"):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        if "Weights only load failed" in str(exc):
+            # torch's message here is a page of advice about pickles; the gist fits in one line.
+            reason = "not a torch checkpoint, or it holds more than tensors and plain data"
+        else:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = first_line.split(". ")[0][:120]
         raise UserError(f"{flag}: {path} is not a readable checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or not {"arch", "state_dict"} <= checkpoint.keys():
         raise UserError(f"{flag}: {path} is not a checkpoint of main.py (no 'arch' and 'state_dict')")
