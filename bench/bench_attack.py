@@ -16,7 +16,6 @@ MiB that grow with the number of passes, for a training loop as much as for the 
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,16 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
+from rss import MEASURE_ENV, current_rss_mib, peak_rss_mib  # noqa: E402
+
 ROWS = ("train step", "PGD 1 step", "PGD attack")
-
-
-def current_rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def run_row(row, args):
@@ -101,10 +93,10 @@ def run_row(row, args):
 
 def run_child(args, row, memory=False):
     command = [sys.executable, __file__, *sys.argv[1:], "--device", args.device, "--row", row]
-    env = dict(os.environ)
+    env = os.environ
     if memory:
         command.append("--memory")
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
+        env = MEASURE_ENV
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -5,13 +5,12 @@
 
 Each variant runs in its own subprocess so that peak memory is measured separately: on the CPU
 the peak resident set size (getrusage) above the process's size before the model was built (with
-glibc's mmap threshold fixed, see CHILD_ENV), on a GPU torch.cuda.max_memory_allocated.
+glibc's mmap threshold fixed, see MEASURE_ENV), on a GPU torch.cuda.max_memory_allocated.
 Prints ms/step (median) and peak MiB for both, and the ratios.
 """
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -20,20 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
-
-# A fixed mmap threshold makes glibc return every large freed block to the system at once; with its
-# default dynamic threshold, freed blocks stay cached and the peak resident size grows with the
-# number of steps for either variant, hiding the live memory this benchmark compares.
-CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-
-
-def current_rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from rss import MEASURE_ENV, current_rss_mib, peak_rss_mib  # noqa: E402
 
 
 def run_variant(variant, args):
@@ -118,13 +104,13 @@ def main():
 
     # Alternating the variants, each in a fresh process, spreads any background load over both.
     # Time is measured with the default allocator (as users run), memory in separate runs with the
-    # fixed mmap threshold (CHILD_ENV). The best of the repeats is kept for each.
+    # fixed mmap threshold (MEASURE_ENV). The best of the repeats is kept for each.
     times = {variant: [] for variant in VARIANTS}
     peaks = {variant: [] for variant in VARIANTS}
     for _ in range(args.repeats):
         for variant in VARIANTS:
             times[variant].append(statistics.median(run_child(variant, os.environ)["ms"]))
-            peaks[variant].append(run_child(variant, CHILD_ENV, "--steps", "2", "--warmup", "1")["peak_mib"])
+            peaks[variant].append(run_child(variant, MEASURE_ENV, "--steps", "2", "--warmup", "1")["peak_mib"])
     results = {v: {"median": min(times[v]), "peak_mib": min(peaks[v])} for v in VARIANTS}
 
     import torch

@@ -14,6 +14,7 @@ The loops live in engine.py and the helpers in utils.py; this file parses, check
 """
 import argparse
 import copy
+import functools
 import json
 import os
 import random
@@ -462,10 +463,9 @@ def train(args, device, rank, world_size):
     if args.adv_train:
         attack = student_code.PGDAttack(criterion, num_steps=args.adv_steps,
                                         step_size=ADV_TRAIN_EPSILON / args.adv_steps, epsilon=ADV_TRAIN_EPSILON)
-
-        def adversarial_batch(images, target):
-            # The attack runs on the bare model: a DDP backward would wait for the other ranks.
-            return student_code.adversarial_training_batch(model, attack, images, target, mode=args.adv_mode)
+        # The attack runs on the bare model: a DDP backward would wait for the other ranks.
+        adversarial_batch = functools.partial(student_code.adversarial_training_batch, model, attack,
+                                              mode=args.adv_mode)
 
     iters = len(train_loader)
 
