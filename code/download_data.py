@@ -274,7 +274,7 @@ def main(argv=None):
     try:
         counts = fetch(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        utils.print_user_error(error)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; run again to resume", file=sys.stderr)

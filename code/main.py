@@ -693,7 +693,7 @@ def main(argv=None):
             train(args, device, rank, world_size)
         return 0
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        utils.print_user_error(exc)
         return 2
     except KeyboardInterrupt:
         print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)

@@ -207,7 +207,7 @@ def main(argv=None):
                         batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip)
         return 0
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        utils.print_user_error(exc)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr, flush=True)

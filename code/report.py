@@ -455,7 +455,7 @@ def main(argv=None):
         args = get_args_parser().parse_args(argv)
         text, written = make_report(args.folders, args.out, plots=not args.no_plots)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        utils.print_user_error(exc)
         return 2
     print(text)
     print("Written: " + ", ".join(map(str, written)))

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils import UserError
+from utils import UserError, print_user_error
 
 NUM_GUESSES = 5
 DEFAULT_NUM_CLASSES = 100
@@ -145,7 +145,7 @@ def main(argv=None):
             raise UserError(f"--num-classes must be at least {NUM_GUESSES}, got {args.num_classes}")
         errors, count = score_files(args.predictions, args.ground_truth, args.num_classes)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_user_error(exc)
         return 2
     print(format_error_table(errors, count))
     return 0

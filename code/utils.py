@@ -11,6 +11,7 @@ import math
 import os
 import random
 import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -28,8 +29,14 @@ DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
 class UserError(Exception):
     """A mistake in the user's input (a file, a line, a flag).
 
-    Scripts catch it and print its message as one line, with a non-zero exit, instead of a traceback.
+    Scripts catch it and print its message as one line (print_user_error), with a non-zero exit,
+    instead of a traceback.
     """
+
+
+def print_user_error(exc):
+    """The one line every script prints for a UserError, on stderr."""
+    print(f"error: {exc}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
         output, names, warnings = make_zip(utils.REPO_ROOT, args.output)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        utils.print_user_error(exc)
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
