@@ -52,13 +52,6 @@ DEMO_DEFAULTS = {
 DEMO_ATTACK_IMAGES = 50
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit code 2) instead of printing the usage block."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows '(default: X)' except where X is None or a switch's False (their help says it)."""
 
@@ -71,7 +64,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def get_args_parser():
     import student_code  # noqa: the choices of --arch come from the networks' registry
 
-    parser = _Parser(
+    parser = utils.ArgumentParser(
         description="Train, evaluate (-e) or attack (-a) a network on MiniPlaces; log to TensorBoard.",
         formatter_class=_HelpFormatter,
     )
@@ -291,11 +284,17 @@ def val_loader_for(val_set, workers, device, rank, world_size):
         pin_memory=device.type == "cuda")
 
 
-def build_model(arch, use_custom_conv, num_classes):
+def build_model(arch, use_custom_conv, num_classes, checkpoint_path=None):
+    """The --arch network. With checkpoint_path, its weights will come from that checkpoint: its
+    arch is checked (argparse checks only --arch), and resnet18 skips the ImageNet weights."""
     import student_code
 
+    if arch not in student_code.ARCHS:
+        raise UserError(f"--resume: {checkpoint_path} holds an unknown arch '{arch}' "
+                        f"(known: {', '.join(sorted(student_code.ARCHS))})")
     conv_op = student_code.CustomConv2d if use_custom_conv else nn.Conv2d
-    return student_code.ARCHS[arch](conv_op=conv_op, num_classes=num_classes)
+    kwargs = {"pretrained": False} if checkpoint_path is not None and arch == "resnet18" else {}
+    return student_code.ARCHS[arch](conv_op=conv_op, num_classes=num_classes, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -432,7 +431,8 @@ def train(args, device, rank, world_size):
     train_loader = train_loader_for(train_set, per_rank_batch, args.workers, device, rank, world_size, args.seed)
     val_loader = val_loader_for(val_set, args.workers, device, rank, world_size)
 
-    model = build_model(args.arch, args.use_custom_conv, num_classes)
+    model = build_model(args.arch, args.use_custom_conv, num_classes,
+                        checkpoint_path=None if checkpoint is None else args.resume)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     criterion = nn.CrossEntropyLoss().to(device)
@@ -546,7 +546,7 @@ def load_for_eval(args, device, rank, world_size, val_images=None):
     if len(val_set.classes) != num_classes:
         raise UserError(f"--resume: {args.resume} was trained on {num_classes} classes but "
                         f"{args.data_folder} has {len(val_set.classes)}")
-    model = build_model(args.arch, args.use_custom_conv, num_classes)
+    model = build_model(args.arch, args.use_custom_conv, num_classes, checkpoint_path=args.resume)
     load_weights(model, checkpoint, args.resume)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).eval()

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 import main as driver  # the training driver: its device and data-folder helpers
 import score
@@ -39,13 +38,8 @@ VAL_PREDICTIONS = "predictions_val.txt"
 TRAINING_ONLY_KEYS = ("optimizer", "scaler", "rng")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(message)
-
-
 def get_args_parser():
-    parser = _Parser(description="Write results/: the challenge model and the test and val predictions.",
+    parser = utils.ArgumentParser(description="Write results/: the challenge model and the test and val predictions.",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("data_folder", nargs="?", default=str(utils.DEFAULT_DATA_DIR),
                         help="MiniPlaces folder (val.txt, images/val, images/test)")
@@ -83,24 +77,6 @@ def check_model_size(num_bytes, path, limit=None):
     if num_bytes >= limit:
         raise UserError(f"{path}: {num_bytes:,} bytes ({num_bytes / 2**20:.2f} MiB) is at or over the challenge's "
                         f"10 MB limit ({limit:,} bytes): train a smaller --arch")
-
-
-def build_model(checkpoint, path, num_classes):
-    """The checkpoint's network with nn.Conv2d, its weights loaded, in eval mode (on the CPU)."""
-    import student_code
-
-    arch = checkpoint["arch"]
-    if arch not in student_code.ARCHS:
-        raise UserError(f"--resume: {path} holds an unknown arch '{arch}' "
-                        f"(known: {', '.join(sorted(student_code.ARCHS))})")
-    kwargs = {"pretrained": False} if arch == "resnet18" else {}  # the weights come from the checkpoint
-    model = student_code.ARCHS[arch](conv_op=nn.Conv2d, num_classes=num_classes, **kwargs)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"--resume: the weights in {path} do not fit {arch} ({first})") from None
-    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -165,7 +141,10 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
                         f"{root} has {num_classes}")
     if num_classes < score.NUM_GUESSES:
         raise UserError(f"{root}: {num_classes} classes; the challenge needs at least {score.NUM_GUESSES}")
-    model = build_model(checkpoint, checkpoint_path, num_classes).to(device)
+    # nn.Conv2d whatever conv op it was trained with: both share one state_dict.
+    model = driver.build_model(checkpoint["arch"], False, num_classes, checkpoint_path=checkpoint_path)
+    driver.load_weights(model, checkpoint, checkpoint_path)
+    model = model.to(device).eval()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

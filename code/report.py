@@ -16,7 +16,6 @@ Printed (and written to <out>/report.md):
 Written: <out>/learning_rate.png, loss.png, accuracy.png (TensorBoard stays the interactive view).
 <out> defaults to <first folder>/report.
 """
-import argparse
 import io
 import json
 import math
@@ -41,11 +40,6 @@ EPOCH_SCALARS = {
     "images_per_s": (".", "perf/images_per_s"),
     "peak_mem_mib": (".", "perf/peak_mem_mib"),
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(message)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -424,7 +418,7 @@ def _finish(ax, fig):
 
 
 def get_args_parser():
-    parser = _Parser(description="Markdown tables and PNG curves of the runs main.py wrote.")
+    parser = utils.ArgumentParser(description="Markdown tables and PNG curves of the runs main.py wrote.")
     parser.add_argument("folders", nargs="*", default=[str(utils.DEFAULT_LOG_DIR)],
                         help=f"logs folders or run folders (default {utils.DEFAULT_LOG_DIR})")
     parser.add_argument("--out", default=None, help="folder for report.md and the PNG plots "

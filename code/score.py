@@ -9,19 +9,13 @@ by the top-5 error). Every ground-truth image must be predicted exactly once and
 
 Importable: read_predictions, read_ground_truth, top_k_errors, format_error_table.
 """
-import argparse
 import sys
 from pathlib import Path
 
-from utils import UserError, print_user_error
+from utils import ArgumentParser, UserError, print_user_error
 
 NUM_GUESSES = 5
 DEFAULT_NUM_CLASSES = 100
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(message)
 
 
 def _read_lines(path, flag):
@@ -129,7 +123,7 @@ def score_files(predictions_file, ground_truth_file, num_classes=None):
 
 
 def get_args_parser():
-    parser = _Parser(description="Top-1 ... top-5 error of a MiniPlaces prediction file (devkit eval_cls).")
+    parser = ArgumentParser(description="Top-1 ... top-5 error of a MiniPlaces prediction file (devkit eval_cls).")
     parser.add_argument("predictions", help="prediction file, e.g. results/predictions_val.txt")
     parser.add_argument("ground_truth", help="label file, e.g. data/val.txt")
     parser.add_argument("--num-classes", type=int, default=None,

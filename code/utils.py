@@ -6,6 +6,7 @@ work both from the repository root (`python code/main.py data`) and from `code/`
 The second half holds the training helpers that main.py, engine.py and bench/ share: AverageMeter and
 accuracy, atomic file writes and checkpoints, RNG states, run folders, peak memory and PNG grids.
 """
+import argparse
 import json
 import math
 import os
@@ -32,6 +33,13 @@ class UserError(Exception):
     Scripts catch it and print its message as one line (print_user_error), with a non-zero exit,
     instead of a traceback.
     """
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, exit code 2) instead of printing the usage block."""
+
+    def error(self, message):
+        raise UserError(message)
 
 
 def print_user_error(exc):

@@ -7,7 +7,6 @@ Never packed: data/, logs/, checkpoints outside results/ (*.pth, *.pth.tar, *.pt
 (__pycache__, .pytest_cache, *.pyc), hidden files (e.g. unfinished atomic writes) and symbolic links.
 The zip is written atomically to the repository root unless --output says otherwise.
 """
-import argparse
 import os
 import sys
 import zipfile
@@ -23,11 +22,6 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo")
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt")
 # What predict.py writes; a hand-in without them gets a warning, not a refusal.
 EXPECTED_RESULTS = ("model.pth.tar", "predictions_test.txt", "predictions_val.txt")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(message)
 
 
 def _is_checkpoint(name):
@@ -96,7 +90,7 @@ def make_zip(repo_root=utils.REPO_ROOT, output=None):
 
 def main(argv=None):
     """Entry point; returns the exit code (0, or 2 for a user error)."""
-    parser = _Parser(description="Zip code/, writeup/ and results/ into submission.zip.")
+    parser = utils.ArgumentParser(description="Zip code/, writeup/ and results/ into submission.zip.")
     parser.add_argument("--output", default=str(utils.REPO_ROOT / "submission.zip"), help="zip file to write")
     try:
         args = parser.parse_args(argv)
