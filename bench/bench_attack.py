@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
-from rss import MEASURE_ENV, current_rss_mib, peak_rss_mib  # noqa: E402
+from rss import MEASURE_ENV, current_rss_mib  # noqa: E402
+from utils import peak_memory_mib  # noqa: E402
 
 ROWS = ("train step", "PGD 1 step", "PGD attack")
 
@@ -78,7 +79,7 @@ def run_row(row, args):
         sync()
         if device.type == "cuda":
             return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20 - base}
-        return {"peak_mib": peak_rss_mib() - base}
+        return {"peak_mib": peak_memory_mib(torch.device("cpu")) - base}
 
     work()  # warm-up
     sync()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
-from rss import MEASURE_ENV, current_rss_mib, peak_rss_mib  # noqa: E402
+from rss import MEASURE_ENV, current_rss_mib  # noqa: E402
+from utils import peak_memory_mib  # noqa: E402
 
 
 def run_variant(variant, args):
@@ -67,7 +68,7 @@ def run_variant(variant, args):
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = peak_rss_mib() - rss_before
+        peak = peak_memory_mib(torch.device("cpu")) - rss_before
     return {"ms": times, "peak_mib": peak}
 
 
