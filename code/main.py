@@ -615,8 +615,6 @@ def attack(args, device, rank, world_size, val_images=None):
 
 def write_robustness_report(result, run_dir, checkpoint_path):
     """robustness.md (a Markdown table) and robustness.png (accuracy against epsilon)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -626,7 +624,7 @@ def write_robustness_report(result, run_dir, checkpoint_path):
              "10 steps of 0.01 (targeted at the least confident label).\n",
              "| epsilon | Acc@1 (%) | Acc@5 (%) |", "| ---: | ---: | ---: |"]
     lines += [f"| {row['epsilon']} | {row['top1']:.2f} | {row['top5']:.2f} |" for row in result["attacks"]]
-    utils.atomic_write(run_dir / "robustness.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    utils.write_text(run_dir / "robustness.md", "\n".join(lines) + "\n")
 
     eps = [row["epsilon"] for row in result["attacks"]]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -638,10 +636,7 @@ def write_robustness_report(result, run_dir, checkpoint_path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    utils.atomic_write(run_dir / "robustness.png", lambda f: f.write(buffer.getvalue()))
+    utils.save_figure(fig, run_dir / "robustness.png")
 
 
 def demo(args, device, rank, world_size):

@@ -121,10 +121,6 @@ def predict_split(model, dataset, device, batch_size, workers, flip_average):
     return dict(zip(names, top5.tolist())), format_predictions(names, top5)
 
 
-def write_text(path, text):
-    utils.atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=100, workers=4,
                     flip_average=True, log=print):
     """Write the challenge model and both prediction files into out_dir; returns the val errors."""
@@ -164,8 +160,8 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     errors = score.top_k_errors(val_predictions, truth, source=VAL_PREDICTIONS)
 
     utils.atomic_write(out_dir / MODEL_NAME, lambda f: f.write(model_bytes))
-    write_text(out_dir / TEST_PREDICTIONS, test_text)
-    write_text(out_dir / VAL_PREDICTIONS, val_text)
+    utils.write_text(out_dir / TEST_PREDICTIONS, test_text)
+    utils.write_text(out_dir / VAL_PREDICTIONS, val_text)
     log(f"=> {out_dir / MODEL_NAME} ({len(model_bytes) / 2**20:.2f} MiB, {checkpoint['arch']} after epoch "
         f"{checkpoint.get('epoch')}), {out_dir / TEST_PREDICTIONS}, {out_dir / VAL_PREDICTIONS}")
     log(f"val error ({'image + flip averaged' if flip_average else 'image only'}):")

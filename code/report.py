@@ -16,7 +16,6 @@ Printed (and written to <out>/report.md):
 Written: <out>/learning_rate.png, loss.png, accuracy.png (TensorBoard stays the interactive view).
 <out> defaults to <first folder>/report.
 """
-import io
 import json
 import math
 import statistics
@@ -350,15 +349,6 @@ def _curve(run, tag, metric_key):
     return [m["epoch"] + 1 for m in epochs], [m[metric_key] for m in epochs]
 
 
-def _save_figure(fig, path):
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    utils.atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
 def write_plots(runs, out_dir):
     """learning_rate.png, loss.png and accuracy.png in out_dir; returns their paths."""
     import matplotlib
@@ -375,7 +365,7 @@ def write_plots(runs, out_dir):
         ax.plot(x, y, color=colors[i % len(colors)], label=run.name)
     ax.set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
     _finish(ax, fig)
-    _save_figure(fig, paths[0])
+    utils.save_figure(fig, paths[0], dpi=110)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, run in enumerate(runs):
@@ -388,7 +378,7 @@ def write_plots(runs, out_dir):
                     label=f"{run.name} val")
     ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     _finish(ax, fig)
-    _save_figure(fig, paths[1])
+    utils.save_figure(fig, paths[1], dpi=110)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, k in zip(axes, (1, 5)):
@@ -402,7 +392,7 @@ def write_plots(runs, out_dir):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    _save_figure(fig, paths[2])
+    utils.save_figure(fig, paths[2], dpi=110)
     return paths
 
 
@@ -437,7 +427,7 @@ def make_report(folders, out_dir=None, plots=True):
     except OSError as exc:
         raise UserError(f"--out: cannot create {out_dir} ({exc.strerror})") from None
     written = [out_dir / "report.md"]
-    utils.atomic_write(written[0], lambda f: f.write(text.encode()))
+    utils.write_text(written[0], text)
     if plots:
         written += write_plots(runs, out_dir)
     return text, written

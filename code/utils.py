@@ -127,9 +127,26 @@ def atomic_write(path, write_fn):
         raise
 
 
+def write_text(path, text):
+    """Write `text` (UTF-8) atomically."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(obj, path):
     """Write `obj` as indented JSON, atomically."""
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_figure(fig, path, dpi=120):
+    """Save a matplotlib figure as a PNG file, atomically, and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def save_checkpoint(state, run_dir, is_best):
