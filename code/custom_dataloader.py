@@ -330,7 +330,7 @@ class MiniPlacesLoader(data.Dataset):
                 array[row] = np.asarray(image)
             array.flush()
             del array
-            _write_text_atomic(bad_path, " ".join(map(str, bad)))
+            utils.write_text(bad_path, " ".join(map(str, bad)))
             os.replace(tmp, path)
         except OSError as error:  # disk full, read-only folder
             raise DataError(f"{path}: cannot write the cache ({_one_line(error)})") from None
@@ -386,9 +386,3 @@ class MiniPlacesLoader(data.Dataset):
     def __repr__(self):
         return (f"MiniPlacesLoader(root={str(self.root)!r}, split={self.split!r}, "
                 f"images={len(self)}, classes={len(self.classes)}, cached={self._cache_path is not None})")
-
-
-def _write_text_atomic(path, text):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
