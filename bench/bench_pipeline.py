@@ -2,10 +2,13 @@
 
     python bench/bench_pipeline.py [--root ../shared/miniplaces] [--images 2000] [--repeats 3]
 
-Rows: Pillow decode only; the train pipeline (fused: one affine resampling; and step by step, three
-resamplings, for comparison); the val pipeline; and the same from the uint8 cache (`cache=...`), which
-skips JPEG decoding. Each figure is the best of --repeats passes over the same images, read through
-MiniPlacesLoader.__getitem__ as a worker would. Skips with a message when the data is absent.
+Rows: Pillow decode only; the train pipeline per image (fused: one grid_sample resampling into the
+tensor), step by step (three Pillow resamplings, for comparison) and deferred (what main.py's workers do:
+decode and draw the augmentation; the resampling happens per batch on the training device); the val
+pipeline; and the same from the uint8 cache (`cache=...`), which skips JPEG decoding. Each figure is the
+best of --repeats passes over the same images, read through MiniPlacesLoader.__getitem__ as a worker
+would. A second table times `resample_batch` on this CPU (where a CPU-only run does it, in the main
+process). Skips with a message when the data is absent.
 """
 import argparse
 import os
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import PIL
 import torch
-from PIL import Image
+from torch.utils.data import default_collate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "code"))
@@ -72,13 +75,11 @@ def main(argv=None):
             return MiniPlacesLoader(root, label_file=subset, num_classes=num_classes, split="train",
                                     transforms=transforms, cache=cache)
 
-        fast_filters = (Image.NEAREST, Image.BILINEAR)
         pipelines = [
             ("decode only", None),
-            ("train (fused, 1 resampling)", custom_transforms.get_train_transforms()),
-            ("train (step by step, 3)", custom_transforms.get_train_transforms(fuse=False)),
-            ("train (fused, nearest/bilinear)", custom_transforms.get_train_transforms(
-                interpolations=fast_filters)),
+            ("train per image (fused, 1 resampling)", custom_transforms.get_train_transforms()),
+            ("train per image (step by step, 3)", custom_transforms.get_train_transforms(fuse=False)),
+            ("train deferred (worker part)", custom_transforms.get_train_transforms(defer=True)),
             ("val (Scale 160)", custom_transforms.get_val_transforms()),
         ]
         rows = []
@@ -91,6 +92,8 @@ def main(argv=None):
             name = "read" if transforms is None else name
             cached.transforms = transforms
             rows.append((f"cache {name}", images_per_second(cached, args.repeats)))
+        cached.transforms = custom_transforms.get_train_transforms(defer=True)
+        items = [cached[index][0] for index in range(len(cached))]
 
     print(f"MiniPlaces pipeline, {args.images} train images from {root}, best of {args.repeats}, "
           f"1 thread; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
@@ -98,11 +101,32 @@ def main(argv=None):
           f"Pillow {PIL.__version__}")
     print(f"cache build: {build_rate:,.0f} img/s (decode + write, wall clock)")
     decode = rows[0][1][0]
-    print(f"| {'pipeline':40s} | {'img/s CPU':>9s} | {'img/s wall':>10s} | {'us/img CPU':>10s} | {'vs decode':>9s} |")
-    print(f"|{'-' * 42}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
+    print(f"| {'pipeline':42s} | {'img/s CPU':>9s} | {'img/s wall':>10s} | {'us/img CPU':>10s} | {'vs decode':>9s} |")
+    print(f"|{'-' * 44}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
     for name, (cpu, wall) in rows:
-        print(f"| {name:40s} | {cpu:9,.0f} | {wall:10,.0f} | {1e6 / cpu:10.0f} | {cpu / decode:8.2f}x |")
+        print(f"| {name:42s} | {cpu:9,.0f} | {wall:10,.0f} | {1e6 / cpu:10.0f} | {cpu / decode:8.2f}x |")
+    print()
+    print("resample_batch on this CPU (the deferred pipeline's second half, 1 thread)")
+    print(f"| {'batch':>5s} | {'img/s CPU':>9s} | {'us/img CPU':>10s} |")
+    print(f"|{'-' * 7}|{'-' * 11}|{'-' * 12}|")
+    for batch_size in (32, 128):
+        batches = [default_collate(items[i:i + batch_size])
+                   for i in range(0, len(items) - batch_size + 1, batch_size)]
+        rate = batches_per_second(batches, args.repeats) * batch_size
+        print(f"| {batch_size:5d} | {rate:9,.0f} | {1e6 / rate:10.0f} |")
     return 0
+
+
+def batches_per_second(batches, repeats):
+    """Best-of-`repeats` resample_batch calls per CPU second over `batches`."""
+    custom_transforms.resample_batch(batches[0])
+    best = float("inf")
+    for _ in range(repeats):
+        cpu = time.process_time()
+        for batch in batches:
+            custom_transforms.resample_batch(batch)
+        best = min(best, time.process_time() - cpu)
+    return len(batches) / best
 
 
 if __name__ == "__main__":

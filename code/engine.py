@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+import custom_transforms
 from utils import AverageMeter, accuracy
 
 
@@ -47,9 +48,16 @@ def set_lr_and_weight_decay(optimizer, lr, weight_decay):
 
 
 def to_device(images, target, device, channels_last=False):
-    """Move a batch to `device` (asynchronously from pinned memory) in the model's memory format."""
+    """Move a batch to `device` (asynchronously from pinned memory) in the model's memory format.
+
+    `images` is an (N, 3, H, W) tensor, or the dict that a pipeline ending in DeferResample yields
+    (uint8 sources and planned warps), which is resampled and normalized here, on `device`.
+    """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    if isinstance(images, dict):
+        images = custom_transforms.resample_batch(images, device, memory_format)
+    else:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
     return images, target.to(device, non_blocking=True)
 
 

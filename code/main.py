@@ -222,7 +222,11 @@ def check_data_folder(data_folder):
 
 
 def build_datasets(data_folder, cache, train=True):
-    """(train set or None, val set); the loaders raise DataError (a UserError) on bad files."""
+    """(train set or None, val set); the loaders raise DataError (a UserError) on bad files.
+
+    Training images are resampled per batch on the training device (engine.to_device): the workers
+    only decode and draw the augmentation, which keeps them ahead of a GPU.
+    """
     import custom_dataloader
     import custom_transforms
 
@@ -231,8 +235,8 @@ def build_datasets(data_folder, cache, train=True):
     train_set = None
     if train:
         train_set = custom_dataloader.MiniPlacesLoader(
-            root, num_classes=num_classes, split="train", transforms=custom_transforms.get_train_transforms(),
-            cache=cache)
+            root, num_classes=num_classes, split="train",
+            transforms=custom_transforms.get_train_transforms(defer=True), cache=cache)
     val_set = custom_dataloader.MiniPlacesLoader(
         root, num_classes=num_classes, split="val", transforms=custom_transforms.get_val_transforms(),
         cache=cache)

@@ -279,12 +279,14 @@ def test_cache_with_bad_image(root, tmp_path):
 def _epoch(dataset, seed):
     torch.manual_seed(seed)
     loader = DataLoader(dataset, batch_size=3, shuffle=True, num_workers=2, persistent_workers=False)
-    return [(images, labels) for images, labels in loader]
+    return [(custom_transforms.resample_batch(images) if isinstance(images, dict) else images, labels)
+            for images, labels in loader]
 
 
-def test_seeded_loading_with_two_workers_is_reproducible(tmp_path):
+@pytest.mark.parametrize("defer", [False, True], ids=["per-image", "deferred"])
+def test_seeded_loading_with_two_workers_is_reproducible(tmp_path, defer):
     root = make_root(tmp_path)
-    dataset = MiniPlacesLoader(root, num_classes=3, transforms=custom_transforms.get_train_transforms())
+    dataset = MiniPlacesLoader(root, num_classes=3, transforms=custom_transforms.get_train_transforms(defer=defer))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first, second, other = _epoch(dataset, 1), _epoch(dataset, 1), _epoch(dataset, 2)

@@ -46,11 +46,17 @@ def test_pipelines_output_shapes_and_ranges(size):
     assert val.shape == (3, *expected_hw)
 
 
-def test_val_pipeline_matches_pillow_resize_and_torchvision_normalize():
+def test_val_pipeline_matches_torch_and_pillow_resize_and_torchvision_normalize():
     image = smooth_image(128, 128)
-    expected = TF.normalize(TF.to_tensor(image.resize((160, 160), Image.BILINEAR)),
-                            T.IMAGENET_MEAN, T.IMAGENET_STD)
-    torch.testing.assert_close(T.get_val_transforms()(image), expected)
+    # Resampled in float (grid_sample): equal to torch's own bilinear resize of the float image ...
+    resized = torch.nn.functional.interpolate(TF.to_tensor(image)[None], size=(160, 160), mode="bilinear",
+                                              align_corners=False)[0]
+    expected = TF.normalize(resized, T.IMAGENET_MEAN, T.IMAGENET_STD)
+    torch.testing.assert_close(T.get_val_transforms()(image), expected, atol=1e-5, rtol=0)
+    # ... and within one grey level of Pillow's, which rounds to 8 bits.
+    pillow = TF.normalize(TF.to_tensor(image.resize((160, 160), Image.BILINEAR)), T.IMAGENET_MEAN, T.IMAGENET_STD)
+    torch.testing.assert_close(T.Denormalize()(T.get_val_transforms()(image)), T.Denormalize()(pillow),
+                               atol=1.01 / 255, rtol=0)
     # The crop is fused into the resize (one resampling of the source box), so pixels may differ
     # from resize-then-crop by rounding: compare in the [0, 1] image range within 3 grey levels.
     cropped = T.Denormalize()(T.get_val_transforms(center_crop=True)(image))
@@ -262,3 +268,97 @@ def test_denormalize_rejects_wrong_shapes(shape):
 def test_center_crop_rejects_small_images():
     with pytest.raises(ValueError, match="larger than the 100x100 image"):
         T.CenterCrop(128)(smooth_image(100, 100))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resampling into tensors (grid_sample) and per batch (DeferResample + resample_batch)
+# ---------------------------------------------------------------------------------------------------
+def test_sampling_grid_matches_affine_grid():
+    theta = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(0))
+    for height, width in [(128, 128), (7, 11)]:
+        expected = torch.nn.functional.affine_grid(theta, (4, 3, height, width), align_corners=False)
+        torch.testing.assert_close(T._sampling_grid(theta, height, width), expected)
+
+
+@pytest.mark.parametrize("interpolation", T.INTERPOLATIONS)
+def test_tensor_warp_of_a_whole_pixel_crop_is_exact(interpolation):
+    """Sampling exactly at source pixel centres must return the pixels, whatever the filter."""
+    image = smooth_image(100, 120)
+    warp = T.CenterCrop((64, 80)).plan(T.AffineWarp(image, resample=interpolation))
+    expected = TF.to_tensor(image.crop((18, 20, 82, 100)))  # (100 - 64) / 2, (120 - 80) / 2
+    torch.testing.assert_close(T.ToTensor().from_warp(warp), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("interpolation", T.INTERPOLATIONS)
+def test_tensor_warp_matches_pillow_affine_warp(interpolation):
+    """A rotated, scaled warp rendered by grid_sample agrees with Pillow's own affine warp (bicubic:
+    Keys a = -0.75 against Pillow's -0.5) inside the image; both read the same source pixels."""
+    image = smooth_image(seed=4)
+    cos, sin = math.cos(0.2), math.sin(0.2)
+    matrix = (0.8 * cos, 0.8 * sin, 20.0, -0.8 * sin, 0.8 * cos, 40.0)  # stays inside 128x128
+    warp = T.AffineWarp(image, resample=interpolation).then(matrix, (96, 96))
+    pillow = TF.to_tensor(image.transform((96, 96), Image.AFFINE, matrix, resample=interpolation))
+    diff = (T.ToTensor().from_warp(warp) - pillow).abs()
+    assert diff.mean() < 1 / 255 and diff.max() < 8 / 255, (diff.mean(), diff.max())
+
+
+def test_to_tensor_renders_pillow_only_filters_with_pillow():
+    image = smooth_image(seed=2)
+    warp = T.Scale(160, interpolations=(Image.LANCZOS,)).plan(T.AffineWarp(image))
+    expected = TF.to_tensor(image.resize((160, 160), Image.LANCZOS))
+    torch.testing.assert_close(T.ToTensor().from_warp(warp), expected)
+
+
+def _deferred_and_per_image(images, seeds, **kwargs):
+    deferred, per_image = T.get_train_transforms(defer=True, **kwargs), T.get_train_transforms(**kwargs)
+    items, expected = [], []
+    for image, seed in zip(images, seeds):
+        torch.manual_seed(seed)
+        items.append(deferred(image))
+        torch.manual_seed(seed)
+        expected.append(per_image(image))
+    return torch.utils.data.default_collate(items), torch.stack(expected)
+
+
+def test_deferred_batch_equals_per_image_pipeline():
+    images = [smooth_image(seed=s) for s in range(12)]
+    batch, expected = _deferred_and_per_image(images, range(12))
+    assert batch["pixels"].dtype == torch.uint8 and batch["pixels"].shape == (12, 128, 128, 3)
+    assert len(set(batch["filter"].tolist())) == 3  # a batch that mixes all three filters
+    out = T.resample_batch(batch)
+    assert out.shape == (12, 3, 128, 128) and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_deferred_batch_in_channels_last():
+    batch, expected = _deferred_and_per_image([smooth_image(seed=1)] * 3, range(3))
+    out = T.resample_batch(batch, torch.device("cpu"), torch.channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_deferred_sources_of_other_sizes_are_resized_to_stack():
+    """Normalized warps do not depend on the source's pixel size: a resized source gives nearly the
+    same crop (one extra bilinear resampling)."""
+    images = [smooth_image(100, 150, seed=1), smooth_image(128, 128, seed=2), smooth_image(200, 90, seed=3)]
+    batch, expected = _deferred_and_per_image(images, [3, 4, 5], interpolations=(Image.BILINEAR,))
+    assert batch["pixels"].shape == (3, 128, 128, 3)
+    out = T.resample_batch(batch)
+    diff = (T.Denormalize()(out) - T.Denormalize()(expected)).abs()
+    assert diff.mean() < 3 / 255, diff.mean()
+
+
+def test_resample_batch_rejects_mixed_output_sizes():
+    small = T.Compose([T.CenterCrop(64), T.DeferResample()])(smooth_image())
+    large = T.Compose([T.CenterCrop(96), T.DeferResample()])(smooth_image())
+    batch = {key: torch.stack([small[key], large[key]]) for key in ("theta", "filter", "gains", "mean", "std",
+                                                                    "size")}
+    batch["pixels"] = torch.stack([small["pixels"], large["pixels"]])
+    with pytest.raises(ValueError, match=r"mixes output sizes \[\(64, 64\), \(96, 96\)\]"):
+        T.resample_batch(batch)
+
+
+def test_defer_resample_rejects_pillow_only_filters():
+    pipeline = T.get_train_transforms(defer=True, interpolations=(Image.LANCZOS,))
+    with pytest.raises(ValueError, match="only the NEAREST, BILINEAR and BICUBIC filters, got Pillow filter 1"):
+        pipeline(smooth_image())
