@@ -310,3 +310,19 @@ def test_shared_miniplaces_splits(shared_miniplaces):
     tensor, label = train[0]
     assert tensor.shape == (3, 128, 128) and label == 0
     assert val[0][0].size == (128, 128)
+
+
+def test_shared_miniplaces_deferred_batch_equals_per_image(shared_miniplaces):
+    """main.py's training path on real JPEGs: workers' dicts, resampled per batch."""
+    per_image = MiniPlacesLoader(shared_miniplaces, split="train",
+                                 transforms=custom_transforms.get_train_transforms())
+    deferred = MiniPlacesLoader(shared_miniplaces, split="train",
+                                transforms=custom_transforms.get_train_transforms(defer=True))
+    indices = [0, 150, 4_321, 9_999]
+    torch.manual_seed(3)
+    expected = torch.stack([per_image[i][0] for i in indices])
+    torch.manual_seed(3)
+    items = [deferred[i] for i in indices]
+    batch = torch.utils.data.default_collate([image for image, _ in items])
+    assert [label for _, label in items] == [per_image.samples[i][1] for i in indices]
+    torch.testing.assert_close(custom_transforms.resample_batch(batch), expected, atol=1e-5, rtol=0)
