@@ -31,19 +31,19 @@ from custom_dataloader import MiniPlacesLoader  # noqa: E402
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "miniplaces"
 
 
-def images_per_second(dataset, repeats):
-    """Best-of-`repeats` throughput of dataset[i] over the whole dataset, after one warm-up item, as
+def images_per_second(call, count, repeats):
+    """Best-of-`repeats` throughput of `call(i)` for i in range(count), after one warm-up call, as
     (per CPU second of this process, per wall second). The CPU figure is what one worker sustains on
     a core of its own, and it is less disturbed by other load on the machine than the wall figure."""
-    dataset[0]
+    call(0)
     best_cpu = best_wall = float("inf")
     for _ in range(repeats):
         cpu, wall = time.process_time(), time.perf_counter()
-        for index in range(len(dataset)):
-            dataset[index]
+        for index in range(count):
+            call(index)
         best_cpu = min(best_cpu, time.process_time() - cpu)
         best_wall = min(best_wall, time.perf_counter() - wall)
-    return len(dataset) / best_cpu, len(dataset) / best_wall
+    return count / best_cpu, count / best_wall
 
 
 def write_subset(root, count, folder):
@@ -84,14 +84,15 @@ def main(argv=None):
         ]
         rows = []
         for name, transforms in pipelines:
-            rows.append((f"JPEG  {name}", images_per_second(dataset(transforms), args.repeats)))
+            jpeg = dataset(transforms)
+            rows.append((f"JPEG  {name}", images_per_second(jpeg.__getitem__, len(jpeg), args.repeats)))
         start = time.perf_counter()
         cached = dataset(None, cache=Path(tmp) / "cache")
         build_rate = len(cached) / (time.perf_counter() - start)
         for name, transforms in pipelines:
             name = "read" if transforms is None else name
             cached.transforms = transforms
-            rows.append((f"cache {name}", images_per_second(cached, args.repeats)))
+            rows.append((f"cache {name}", images_per_second(cached.__getitem__, len(cached), args.repeats)))
         cached.transforms = custom_transforms.get_train_transforms(defer=True)
         items = [cached[index][0] for index in range(len(cached))]
 
@@ -101,10 +102,10 @@ def main(argv=None):
           f"Pillow {PIL.__version__}")
     print(f"cache build: {build_rate:,.0f} img/s (decode + write, wall clock)")
     decode = rows[0][1][0]
-    print(f"| {'pipeline':42s} | {'img/s CPU':>9s} | {'img/s wall':>10s} | {'us/img CPU':>10s} | {'vs decode':>9s} |")
-    print(f"|{'-' * 44}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
+    print(f"| {'pipeline':44s} | {'img/s CPU':>9s} | {'img/s wall':>10s} | {'us/img CPU':>10s} | {'vs decode':>9s} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
     for name, (cpu, wall) in rows:
-        print(f"| {name:42s} | {cpu:9,.0f} | {wall:10,.0f} | {1e6 / cpu:10.0f} | {cpu / decode:8.2f}x |")
+        print(f"| {name:44s} | {cpu:9,.0f} | {wall:10,.0f} | {1e6 / cpu:10.0f} | {cpu / decode:8.2f}x |")
     print()
     print("resample_batch on this CPU (the deferred pipeline's second half, 1 thread)")
     print(f"| {'batch':>5s} | {'img/s CPU':>9s} | {'us/img CPU':>10s} |")
@@ -112,21 +113,11 @@ def main(argv=None):
     for batch_size in (32, 128):
         batches = [default_collate(items[i:i + batch_size])
                    for i in range(0, len(items) - batch_size + 1, batch_size)]
-        rate = batches_per_second(batches, args.repeats) * batch_size
+        batch_rate, _ = images_per_second(lambda i: custom_transforms.resample_batch(batches[i]),
+                                          len(batches), args.repeats)
+        rate = batch_rate * batch_size
         print(f"| {batch_size:5d} | {rate:9,.0f} | {1e6 / rate:10.0f} |")
     return 0
-
-
-def batches_per_second(batches, repeats):
-    """Best-of-`repeats` resample_batch calls per CPU second over `batches`."""
-    custom_transforms.resample_batch(batches[0])
-    best = float("inf")
-    for _ in range(repeats):
-        cpu = time.process_time()
-        for batch in batches:
-            custom_transforms.resample_batch(batch)
-        best = min(best, time.process_time() - cpu)
-    return len(batches) / best
 
 
 if __name__ == "__main__":
