@@ -102,7 +102,8 @@ def main(argv=None):
           f"Pillow {PIL.__version__}")
     print(f"cache build: {build_rate:,.0f} img/s (decode + write, wall clock)")
     decode = rows[0][1][0]
-    print(f"| {'pipeline':44s} | {'img/s CPU':>9s} | {'img/s wall':>10s} | {'us/img CPU':>10s} | {'vs decode':>9s} |")
+    print(f"| {'pipeline':44s} | {'img/s CPU':>9s} | {'img/s wall':>10s} | {'us/img CPU':>10s} "
+          f"| {'vs decode':>9s} |")
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
     for name, (cpu, wall) in rows:
         print(f"| {name:44s} | {cpu:9,.0f} | {wall:10,.0f} | {1e6 / cpu:10.0f} | {cpu / decode:8.2f}x |")
@@ -110,7 +111,7 @@ def main(argv=None):
     print("resample_batch on this CPU (the deferred pipeline's second half, 1 thread)")
     print(f"| {'batch':>5s} | {'img/s CPU':>9s} | {'us/img CPU':>10s} |")
     print(f"|{'-' * 7}|{'-' * 11}|{'-' * 12}|")
-    for batch_size in (32, 128):
+    for batch_size in [size for size in (32, 128) if size <= len(items)]:
         batches = [default_collate(items[i:i + batch_size])
                    for i in range(0, len(items) - batch_size + 1, batch_size)]
         batch_rate, _ = images_per_second(lambda i: custom_transforms.resample_batch(batches[i]),

@@ -495,7 +495,8 @@ def resample_batch(batch, device=None, memory_format=torch.contiguous_format):
     """
     sizes = batch["size"]  # (N, 2)
     if not bool((sizes == sizes[:1]).all()):
-        raise ValueError(f"resample_batch: the batch mixes output sizes {sorted(set(map(tuple, sizes.tolist())))}")
+        mixed = sorted(set(map(tuple, sizes.tolist())))
+        raise ValueError(f"resample_batch: the batch mixes output sizes {mixed}")
     modes = _grid_sample_modes(batch["filter"].tolist())
     device = batch["pixels"].device if device is None else device
     pixels, theta, gains, mean, std = (batch[key].to(device, non_blocking=True)

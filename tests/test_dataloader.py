@@ -286,7 +286,8 @@ def _epoch(dataset, seed):
 @pytest.mark.parametrize("defer", [False, True], ids=["per-image", "deferred"])
 def test_seeded_loading_with_two_workers_is_reproducible(tmp_path, defer):
     root = make_root(tmp_path)
-    dataset = MiniPlacesLoader(root, num_classes=3, transforms=custom_transforms.get_train_transforms(defer=defer))
+    transforms = custom_transforms.get_train_transforms(defer=defer)
+    dataset = MiniPlacesLoader(root, num_classes=3, transforms=transforms)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first, second, other = _epoch(dataset, 1), _epoch(dataset, 1), _epoch(dataset, 2)

@@ -54,7 +54,8 @@ def test_val_pipeline_matches_torch_and_pillow_resize_and_torchvision_normalize(
     expected = TF.normalize(resized, T.IMAGENET_MEAN, T.IMAGENET_STD)
     torch.testing.assert_close(T.get_val_transforms()(image), expected, atol=1e-5, rtol=0)
     # ... and within one grey level of Pillow's, which rounds to 8 bits.
-    pillow = TF.normalize(TF.to_tensor(image.resize((160, 160), Image.BILINEAR)), T.IMAGENET_MEAN, T.IMAGENET_STD)
+    pillow = TF.normalize(TF.to_tensor(image.resize((160, 160), Image.BILINEAR)),
+                          T.IMAGENET_MEAN, T.IMAGENET_STD)
     torch.testing.assert_close(T.Denormalize()(T.get_val_transforms()(image)), T.Denormalize()(pillow),
                                atol=1.01 / 255, rtol=0)
     # The crop is fused into the resize (one resampling of the source box), so pixels may differ
@@ -360,5 +361,6 @@ def test_resample_batch_rejects_mixed_output_sizes():
 
 def test_defer_resample_rejects_pillow_only_filters():
     pipeline = T.get_train_transforms(defer=True, interpolations=(Image.LANCZOS,))
-    with pytest.raises(ValueError, match="only the NEAREST, BILINEAR and BICUBIC filters, got Pillow filter 1"):
+    message = "only the NEAREST, BILINEAR and BICUBIC filters, got Pillow filter 1"
+    with pytest.raises(ValueError, match=message):
         pipeline(smooth_image())
