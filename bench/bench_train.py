@@ -21,15 +21,15 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
 import engine  # noqa: E402
-import student_code  # noqa: E402
+import models  # noqa: E402
 import utils  # noqa: E402
-from main import amp_settings  # noqa: E402
+from devices import amp_settings  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--arch", default="simplenet", choices=sorted(student_code.ARCHS))
+    parser.add_argument("--arch", default="simplenet", choices=models.arch_names())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("-b", "--batch-size", type=int, default=None,
                         help="default 256 on CUDA (the assignment's), 32 on the CPU")
@@ -53,7 +53,7 @@ def parse_args(argv=None):
 def time_config(arch, device, batch_size, num_classes, amp, channels_last, compile_model, steps, warmup, repeats):
     """(images/s of each repeat, peak MiB) of SGD steps on one fixed random batch."""
     torch.manual_seed(0)
-    model = student_code.ARCHS[arch](num_classes=num_classes)
+    model = models.build_model(arch, num_classes)[1]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
     if compile_model:

@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import devices
+import models
 import utils
 from utils import UserError
 
@@ -62,8 +64,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def get_args_parser():
-    import student_code  # noqa: the choices of --arch come from the networks' registry
-
     parser = utils.ArgumentParser(
         description="Train, evaluate (-e) or attack (-a) a network on MiniPlaces; log to TensorBoard.",
         formatter_class=_HelpFormatter,
@@ -94,8 +94,8 @@ def get_args_parser():
     parser.add_argument("--use-custom-conv", action="store_true", help="use CustomConv2d (unfold/fold)")
     parser.add_argument("--gpu", default=None, type=int,
                         help="GPU index; negative for the CPU; default the first GPU if any, else the CPU")
-    parser.add_argument("--arch", default=None, choices=sorted(student_code.ARCHS),
-                        help="network (default simplenet, or the --resume checkpoint's)")
+    parser.add_argument("--arch", default=None, choices=models.arch_names(),
+                        help="network (default student_code.default_model, or the --resume checkpoint's)")
     parser.add_argument("--seed", default=None, type=int,
                         help="random seed (default: a random one, saved in args.json and checkpoints)")
     parser.add_argument("--logdir", default=str(utils.DEFAULT_LOG_DIR), help="folder holding the run folders")
@@ -168,45 +168,6 @@ def check_args(args):
 # ---------------------------------------------------------------------------------------------------
 # Devices and processes
 # ---------------------------------------------------------------------------------------------------
-
-
-def setup_distributed():
-    """(rank, world_size, local_rank); joins the torchrun process group when WORLD_SIZE > 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend)
-    return rank, world_size, local_rank
-
-
-def resolve_device(gpu, local_rank, distributed):
-    """--gpu N -> cuda:N; negative -> CPU; default the first GPU (a torchrun's LOCAL_RANK) if any."""
-    if gpu is not None and gpu < 0:
-        if distributed and dist.get_backend() == "nccl":
-            raise UserError("--gpu -1 under torchrun on a GPU machine: the process group uses nccl (GPU only)")
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        if gpu is not None:
-            raise UserError(f"--gpu {gpu}: no CUDA GPU is available (use --gpu -1 for the CPU)")
-        return torch.device("cpu")
-    index = local_rank if distributed else (gpu or 0)
-    if index >= torch.cuda.device_count():
-        raise UserError(f"--gpu {index}: only {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device("cuda", index)
-
-
-def amp_settings(enabled, device):
-    """(autocast dtype or None, GradScaler): fp16 with loss scaling on CUDA, bf16 (no scaling) on the CPU."""
-    if not enabled:
-        return None, torch.amp.GradScaler(device.type, enabled=False)
-    if device.type == "cuda":
-        return torch.float16, torch.amp.GradScaler("cuda")
-    return torch.bfloat16, torch.amp.GradScaler(device.type, enabled=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -289,16 +250,9 @@ def val_loader_for(val_set, workers, device, rank, world_size):
 
 
 def build_model(arch, use_custom_conv, num_classes, checkpoint_path=None):
-    """The --arch network. With checkpoint_path, its weights will come from that checkpoint: its
-    arch is checked (argparse checks only --arch), and resnet18 skips the ImageNet weights."""
-    import student_code
-
-    if arch not in student_code.ARCHS:
-        raise UserError(f"--resume: {checkpoint_path} holds an unknown arch '{arch}' "
-                        f"(known: {', '.join(sorted(student_code.ARCHS))})")
-    conv_op = student_code.CustomConv2d if use_custom_conv else nn.Conv2d
-    kwargs = {"pretrained": False} if checkpoint_path is not None and arch == "resnet18" else {}
-    return student_code.ARCHS[arch](conv_op=conv_op, num_classes=num_classes, **kwargs)
+    """The --arch network. With checkpoint_path, its weights will come from that checkpoint, so
+    resnet18 skips the ImageNet weights."""
+    return models.build_model(arch, num_classes, use_custom_conv, pretrained=checkpoint_path is None)[1]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -442,7 +396,7 @@ def train(args, device, rank, world_size):
     criterion = nn.CrossEntropyLoss().to(device)
     optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    amp_dtype, scaler = amp_settings(args.amp, device)
+    amp_dtype, scaler = devices.amp_settings(args.amp, device)
 
     start_epoch, best_acc1 = args.start_epoch, 0.0
     if checkpoint is not None:
@@ -570,7 +524,7 @@ def evaluate(args, device, rank, world_size):
     import student_code
 
     model, val_loader, criterion, log = load_for_eval(args, device, rank, world_size)
-    amp_dtype, _ = amp_settings(args.amp, device)
+    amp_dtype, _ = devices.amp_settings(args.amp, device)
     attention = student_code.default_attention(criterion) if args.vis else None
     try:
         result = engine.validate(
@@ -677,9 +631,9 @@ def main(argv=None):
         args = parse_args(argv)
         if args.data_folder is None and not args.demo:
             args.data_folder = str(utils.DEFAULT_DATA_DIR)
-        rank, world_size, local_rank = setup_distributed()
+        rank, world_size, local_rank = devices.setup_distributed()
         distributed = world_size > 1
-        device = resolve_device(args.gpu, local_rank, distributed)
+        device = devices.resolve_device(args.gpu, local_rank, distributed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         if args.demo:

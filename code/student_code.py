@@ -3,21 +3,16 @@ gradient attention maps and the PGD attack.
 
 Sections:
     Part I   convolution with unfold / fold  (CustomConv2DFunction, custom_conv2d, CustomConv2d)
-    Part II  networks                        (SimpleNet, CustomNet2, CustomNet, ResNet, GoogLeNet,
-                                              resnet18; ARCHS, default_model)
+    Part II  networks                        (SimpleNet, CustomNet2, CustomNet, ResNet, GoogLeNet;
+                                              default_model)
     Part III attention and adversarial samples (GradAttention, vis_grad_attention, PGDAttack,
                                               adversarial_training_batch; default_attack, ...)
 """
-import io
-import os
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import Function
 from torchvision.utils import make_grid
-
-from utils import UserError
 
 # ---------------------------------------------------------------------------------------------------
 # Part I: convolution with unfold / fold
@@ -381,17 +376,6 @@ class SimpleNet(nn.Module):
         return self.fc(x)  # (N, num_classes)
 
 
-# Bytes a saved state_dict may take: the MiniPlaces challenge's 10 MB model limit.
-MAX_MODEL_BYTES = 10_000_000
-
-
-def model_size_bytes(model):
-    """Bytes of `torch.save(model.state_dict())`, the file a submission hands in."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
-
-
 def zero_init_residual_(model):
     """Zero the last batch-norm gamma of every ResidualBlock, so each block starts as the identity.
 
@@ -613,79 +597,6 @@ class GoogLeNet(nn.Module):
         return self.fc(self.dropout(x))  # (N, num_classes)
 
 
-def _swap_conv_op_(model, conv_op):
-    """Replace every nn.Conv2d inside `model` by conv_op with the same arguments and weights.
-
-    The replacement sits under the same attribute name, so the state_dict keys do not change.
-    """
-    if conv_op is nn.Conv2d:
-        return model
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Conv2d:
-                replacement = conv_op(
-                    child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                    padding=child.padding, dilation=child.dilation, groups=child.groups,
-                    bias=child.bias is not None, padding_mode=child.padding_mode,
-                )
-                replacement.load_state_dict(child.state_dict())
-                setattr(parent, name, replacement)
-    return model
-
-
-def cached_resnet18_weights():
-    """Path of torchvision's ImageNet resnet18 weights in the local torch hub cache, or None.
-
-    Only looks: nothing is ever downloaded (the file is what torchvision's own download writes,
-    `<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth`).
-    """
-    from torchvision.models import ResNet18_Weights
-
-    file_name = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
-    return path if os.path.isfile(path) else None
-
-
-def resnet18(conv_op=nn.Conv2d, num_classes=100, pretrained=True):
-    """torchvision's resnet18 with a new 512 -> num_classes head: the Fall 2019 `--use-resnet18`.
-
-    With `pretrained`, ImageNet weights are loaded when already in the local torch hub cache; one
-    line says whether they were. Without them, torchvision's own init is kept: Kaiming-normal
-    (fan_out, ReLU) convs, which is kaiming_init_'s, and `zero_init_residual` (see
-    zero_init_residual_). The head is N(0, 0.01) either way, as in kaiming_init_.
-    11.2 M parameters, about 45 MB: over the challenge's 10 MB limit, a baseline, not an entry.
-    """
-    from torchvision.models import resnet18 as torchvision_resnet18
-
-    model = torchvision_resnet18(weights=None, zero_init_residual=True)
-    weights_path = cached_resnet18_weights() if pretrained else None
-    if weights_path is not None:
-        try:
-            state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state_dict)
-        except Exception as err:  # unpickling and key/shape mismatches raise several types
-            raise UserError(f"resnet18: cannot read the ImageNet weights {weights_path} "
-                            f"({type(err).__name__}); delete the file to train from scratch") from err
-        print(f"resnet18: ImageNet weights loaded from {weights_path}")
-    elif pretrained:
-        print(f"resnet18: no ImageNet weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}"
-              " (they are never downloaded): random initialisation")
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    nn.init.normal_(model.fc.weight, 0.0, 0.01)
-    nn.init.zeros_(model.fc.bias)
-    return _swap_conv_op_(model, conv_op)
-
-
-# --arch name -> constructor(conv_op=nn.Conv2d, num_classes=100); main.py chooses from these.
-ARCHS = {
-    "simplenet": SimpleNet,
-    "customnet2": CustomNet2,
-    "customnet": CustomNet,
-    "resnet": ResNet,
-    "googlenet": GoogLeNet,
-    "resnet18": resnet18,
-}
-
 default_model = SimpleNet
 
 
@@ -710,13 +621,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ADV_TRAINING_MODES = ("mixed", "adv")
-
-
-class AttackArgumentError(UserError, ValueError):
-    """A bad attack setting (epsilon, num_steps, step_size, adversarial-training mode).
-
-    A ValueError for library callers; a UserError so main.py prints it as one line when it came from a flag.
-    """
 
 
 def _normalization(like):
@@ -810,11 +714,11 @@ class PGDAttack:
 
     def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, targeted=True, random_start=False):
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise AttackArgumentError(f"num_steps must be an int >= 1, got {num_steps!r}")
+            raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
         if not step_size > 0:  # also rejects NaN
-            raise AttackArgumentError(f"step_size must be > 0, got {step_size!r}")
+            raise ValueError(f"step_size must be > 0, got {step_size!r}")
         if not epsilon >= 0:
-            raise AttackArgumentError(f"epsilon must be >= 0, got {epsilon!r}")
+            raise ValueError(f"epsilon must be >= 0, got {epsilon!r}")
         self.loss_fn = loss_fn
         self.num_steps = num_steps
         self.step_size = float(step_size)
@@ -896,7 +800,7 @@ def adversarial_training_batch(model, attack, images, labels, mode="mixed"):
     is given the true labels; a targeted one picks its own targets (least confident labels by default).
     """
     if mode not in ADV_TRAINING_MODES:
-        raise AttackArgumentError(f"mode must be one of {', '.join(ADV_TRAINING_MODES)}; got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(ADV_TRAINING_MODES)}; got {mode!r}")
     _check_images(images, "images")
     _check_labels(labels, images, "labels")
     flags = _training_flags(model)

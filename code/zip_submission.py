@@ -12,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import models
 import utils
 from utils import UserError
 
@@ -61,12 +62,10 @@ def collect_files(repo_root=utils.REPO_ROOT, output=None):
 
 
 def check_model_size(repo_root=utils.REPO_ROOT):
-    """Refuse a results/model.pth.tar at or over the challenge's limit (predict.MODEL_SIZE_LIMIT)."""
-    import predict
-
-    model = Path(repo_root) / "results" / predict.MODEL_NAME
+    """Refuse a results/model.pth.tar at or over the challenge's limit (models.MAX_MODEL_BYTES)."""
+    model = Path(repo_root) / "results" / "model.pth.tar"
     if model.is_file():
-        predict.check_model_size(model.stat().st_size, model)
+        models.check_model_size(model.stat().st_size, model)
 
 
 def make_zip(repo_root=utils.REPO_ROOT, output=None):

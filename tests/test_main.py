@@ -26,7 +26,9 @@ import custom_dataloader
 import custom_transforms
 import demo_data
 import engine
+import devices
 import main
+import models
 import student_code
 import utils
 
@@ -81,7 +83,7 @@ def image_tags(folder):
 
 def load_model(checkpoint_path):
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    model = student_code.ARCHS[checkpoint["arch"]](num_classes=checkpoint["num_classes"])
+    model = models.build_model(checkpoint["arch"], checkpoint["num_classes"])[1]
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
@@ -386,7 +388,7 @@ def test_train_step_bf16_autocast_matches_full_precision_loss():
     images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
     expected = nn.functional.cross_entropy(model(images), labels).item()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    amp_dtype, scaler = main.amp_settings(True, torch.device("cpu"))
+    amp_dtype, scaler = devices.amp_settings(True, torch.device("cpu"))
     assert amp_dtype == torch.bfloat16 and not scaler.is_enabled()
     before = [p.detach().clone() for p in model.parameters()]
     loss, output = engine.train_step(model, images, labels, nn.CrossEntropyLoss(), optimizer, scaler, amp_dtype)

@@ -13,21 +13,20 @@ import torch
 import torch.nn as nn
 import torchvision
 
+import models
 import student_code
-from student_code import (
-    ARCHS, MAX_MODEL_BYTES, CustomConv2d, ResidualBlock, SimpleNet, model_size_bytes,
-)
+from models import MAX_MODEL_BYTES, model_size_bytes
+from student_code import CustomConv2d, ResidualBlock, SimpleNet
 from utils import UserError
 
-ARCH_NAMES = sorted(ARCHS)
+ARCH_NAMES = models.arch_names()
 RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 
 
 def build(name, conv_op=nn.Conv2d, num_classes=100):
     """A fresh network, seeded; resnet18 never looks at the torch cache, so tests don't depend on it."""
     torch.manual_seed(0)
-    extra = {"pretrained": False} if name == "resnet18" else {}
-    return ARCHS[name](conv_op=conv_op, num_classes=num_classes, **extra)
+    return models.build_model(name, num_classes, use_custom_conv=conv_op is CustomConv2d)[1]
 
 
 def calibrate_norms_(model, images):
@@ -53,7 +52,7 @@ def calibrate_norms_(model, images):
 
 
 def test_archs_are_the_agreed_names():
-    assert set(ARCHS) == {"simplenet", "customnet2", "customnet", "resnet", "googlenet", "resnet18"}
+    assert set(ARCH_NAMES) == {"simplenet", "customnet2", "customnet", "resnet", "googlenet", "resnet18"}
     assert student_code.default_model is SimpleNet
 
 
@@ -187,7 +186,7 @@ def hub_dir(tmp_path, monkeypatch):
 
 
 def test_resnet18_without_cached_weights_says_so(hub_dir, capsys):
-    model = student_code.resnet18(num_classes=10)
+    model = models.resnet18(num_classes=10)
     assert "no ImageNet weights" in capsys.readouterr().out
     assert model.fc.out_features == 10
     assert not list(hub_dir.iterdir())  # nothing downloaded
@@ -201,7 +200,7 @@ def test_resnet18_loads_cached_weights_into_the_custom_conv(hub_dir, capsys):
     (hub_dir / "checkpoints").mkdir()
     torch.save(imagenet_like.state_dict(), hub_dir / "checkpoints" / RESNET18_WEIGHTS_FILE)
 
-    model = student_code.resnet18(conv_op=CustomConv2d, num_classes=100)
+    model = models.resnet18(conv_op=CustomConv2d, num_classes=100)
     assert "ImageNet weights loaded" in capsys.readouterr().out
     assert type(model.conv1) is CustomConv2d and type(model.layer4[1].conv2) is CustomConv2d
     assert model.conv1.weight.eq(0.25).all()
@@ -213,4 +212,4 @@ def test_resnet18_unreadable_cached_weights_is_a_user_error(hub_dir):
     (hub_dir / "checkpoints").mkdir()
     (hub_dir / "checkpoints" / RESNET18_WEIGHTS_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read the ImageNet weights .*resnet18-f37072fd.pth"):
-        student_code.resnet18()
+        models.resnet18()

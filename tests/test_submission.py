@@ -20,6 +20,7 @@ import custom_transforms
 import demo_data
 import engine
 import main
+import models
 import predict
 import report
 import score
@@ -101,19 +102,19 @@ def test_challenge_model_drops_the_training_state(submission, tiny_runs):
     assert model["arch"] == original["arch"]
     for key, tensor in original["state_dict"].items():
         assert torch.equal(model["state_dict"][key], tensor)
-    assert (out / predict.MODEL_NAME).stat().st_size < predict.MODEL_SIZE_LIMIT
+    assert (out / predict.MODEL_NAME).stat().st_size < models.MAX_MODEL_BYTES
 
 
 def test_model_size_limit_is_ten_megabytes():
-    assert predict.MODEL_SIZE_LIMIT == 10_000_000
-    predict.check_model_size(predict.MODEL_SIZE_LIMIT - 1, "model.pth.tar")
+    assert models.MAX_MODEL_BYTES == 10_000_000
+    models.check_model_size(models.MAX_MODEL_BYTES - 1, "model.pth.tar")
     with pytest.raises(UserError, match=r"model.pth.tar: 10,000,000 bytes .* at or over the challenge's 10 MB"):
-        predict.check_model_size(predict.MODEL_SIZE_LIMIT, "model.pth.tar")
+        models.check_model_size(models.MAX_MODEL_BYTES, "model.pth.tar")
 
 
 def test_oversized_model_is_refused_before_anything_is_written(tiny_runs, tiny_data, tmp_path, monkeypatch,
                                                                capsys):
-    monkeypatch.setattr(predict, "MODEL_SIZE_LIMIT", 1_000_000)  # SimpleNet's weights take about 5 MiB
+    monkeypatch.setattr(models, "MAX_MODEL_BYTES", 1_000_000)  # SimpleNet's weights take about 5 MiB
     out = tmp_path / "results"
     code = predict.main([str(tiny_data), "--resume", str(tiny_runs / "conv" / utils.BEST_NAME),
                          "--out", str(out), "--gpu", "-1", "-j", "0"])
@@ -306,7 +307,7 @@ def test_zip_warns_about_missing_results_and_refuses_a_big_model(tmp_path):
     assert "results/predictions_test.txt" not in names
     assert any("results/ lacks predictions_test.txt" in w for w in warnings)
     with open(root / "results" / "model.pth.tar", "wb") as f:
-        f.truncate(predict.MODEL_SIZE_LIMIT)  # sparse: no 10 MB written
+        f.truncate(models.MAX_MODEL_BYTES)  # sparse: no 10 MB written
     with pytest.raises(UserError, match=r"model.pth.tar: 10,000,000 bytes .* 10 MB limit"):
         zip_submission.make_zip(root, tmp_path / "out2.zip")
     assert not (tmp_path / "out2.zip").exists()

@@ -1,0 +1,46 @@
+"""Devices and processes: the CPU or a GPU, torchrun's process group, and mixed-precision settings."""
+import os
+
+import torch
+import torch.distributed as dist
+
+from utils import UserError
+
+
+def setup_distributed():
+    """(rank, world_size, local_rank); joins the torchrun process group when WORLD_SIZE > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return rank, world_size, local_rank
+
+
+def resolve_device(gpu, local_rank, distributed):
+    """--gpu N -> cuda:N; negative -> CPU; default the first GPU (a torchrun's LOCAL_RANK) if any."""
+    if gpu is not None and gpu < 0:
+        if distributed and dist.get_backend() == "nccl":
+            raise UserError("--gpu -1 under torchrun on a GPU machine: the process group uses nccl (GPU only)")
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if gpu is not None:
+            raise UserError(f"--gpu {gpu}: no CUDA GPU is available (use --gpu -1 for the CPU)")
+        return torch.device("cpu")
+    index = local_rank if distributed else (gpu or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--gpu {index}: only {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
+
+
+def amp_settings(enabled, device):
+    """(autocast dtype or None, GradScaler): fp16 with loss scaling on CUDA, bf16 (no scaling) on the CPU."""
+    if not enabled:
+        return None, torch.amp.GradScaler(device.type, enabled=False)
+    if device.type == "cuda":
+        return torch.float16, torch.amp.GradScaler("cuda")
+    return torch.bfloat16, torch.amp.GradScaler(device.type, enabled=False)

@@ -1,0 +1,197 @@
+"""The harness's network registry: which `--arch` names exist, how a network is built from the
+student's file, the challenge's model-size limit, and torchvision's resnet18 baseline.
+
+`--arch NAME` names a class that student_code.py defines (ARCHS maps each name to the class it looks
+for); without --arch the harness builds `student_code.default_model`, as the 2019 harness did.
+`resnet18` is the harness's own (torchvision's network), not the student's.
+
+Construction follows the 2019 calls: `Network(num_classes=...)`, plus `conv_op=CustomConv2d` only
+with --use-custom-conv. `init='pytorch'` re-initialises every layer with PyTorch's defaults (how the
+team trained); `init='model'` keeps what the constructor did (our student_code.py: Kaiming init).
+"""
+import inspect
+import io
+import os
+
+import torch
+import torch.nn as nn
+
+import student_interface
+from utils import UserError
+
+# --arch name -> the class (or function) student_code.py defines for it.
+ARCHS = {
+    "simplenet": "SimpleNet",
+    "customnet2": "CustomNet2",
+    "customnet": "CustomNet",
+    "resnet": "ResNet",
+    "googlenet": "GoogLeNet",
+}
+# Networks the harness builds itself.
+HARNESS_ARCHS = ("resnet18",)
+INITS = ("model", "pytorch")
+
+# Bytes a saved model may take: the MiniPlaces challenge's "10 MB", read strictly as 10,000,000 bytes
+# so that a file under it passes whichever way a grader reads "MB".
+MAX_MODEL_BYTES = 10_000_000
+
+
+def arch_names():
+    """Every --arch choice, sorted."""
+    return sorted((*ARCHS, *HARNESS_ARCHS))
+
+
+def arch_of(constructor):
+    """The --arch name of a student_code class (default_model), or its own name when unregistered."""
+    name = getattr(constructor, "__name__", type(constructor).__name__)
+    return next((arch for arch, class_name in ARCHS.items() if class_name == name), name)
+
+
+def constructor_for(arch):
+    """(arch name, callable) for an --arch name, a class name of student_code.py, or None (default_model)."""
+    if arch is None:
+        constructor = student_interface.get("default_model", "building the network without --arch")
+        return arch_of(constructor), constructor
+    if arch in HARNESS_ARCHS:
+        return arch, resnet18
+    class_name = ARCHS.get(arch, arch)
+    module = student_interface.load()
+    constructor = getattr(module, class_name, None)
+    if not callable(constructor):
+        raise UserError(f"--arch {arch}: {student_interface.FILE_NAME} defines no {class_name} "
+                        f"(the class --arch {arch} builds)")
+    return arch, constructor
+
+
+def _accepts(constructor, name):
+    try:
+        parameters = inspect.signature(constructor).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def build_model(arch, num_classes, use_custom_conv=False, init="model", pretrained=False):
+    """(arch name, network) for `arch` (None: default_model) with `num_classes` outputs.
+
+    conv_op=student_code.CustomConv2d is passed only when use_custom_conv; `pretrained` only matters
+    for resnet18. Raises UserError (one line) for an unknown class, a constructor that cannot take
+    conv_op, or an error raised inside the student's constructor.
+    """
+    if init not in INITS:
+        raise UserError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+    arch, constructor = constructor_for(arch)
+    kwargs = {"num_classes": num_classes}
+    if use_custom_conv:
+        if not _accepts(constructor, "conv_op"):
+            raise UserError(f"--use-custom-conv: {student_interface.FILE_NAME}'s {constructor.__name__} takes "
+                            "no conv_op argument, so its convolutions cannot be swapped")
+        kwargs["conv_op"] = student_interface.get("CustomConv2d", "--use-custom-conv")
+    if arch in HARNESS_ARCHS:
+        kwargs["pretrained"] = pretrained
+    elif not _accepts(constructor, "num_classes"):
+        raise UserError(f"{student_interface.FILE_NAME}'s {constructor.__name__} takes no num_classes argument")
+    try:
+        model = constructor(**kwargs)
+    except UserError:
+        raise
+    except Exception as exc:  # the student's constructor may raise anything
+        raise student_interface.StudentCodeError(
+            f"building {constructor.__name__}: {student_interface.describe(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{student_interface.FILE_NAME}'s {constructor.__name__} returned a "
+                        f"{type(model).__name__}, not a torch.nn.Module")
+    if init == "pytorch":
+        reset_to_pytorch_init_(model)
+    return arch, model
+
+
+def reset_to_pytorch_init_(model):
+    """Re-initialise every layer that has PyTorch's own `reset_parameters` (conv, linear, batch norm):
+    the initialisation the team trained with."""
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model
+
+
+def model_size_bytes(model):
+    """Bytes of `torch.save(model.state_dict())`, the file a submission hands in."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def check_model_size(num_bytes, path, limit=None):
+    """Refuse a model file of `limit` (default MAX_MODEL_BYTES) bytes or more (UserError naming `path`)."""
+    limit = MAX_MODEL_BYTES if limit is None else limit
+    if num_bytes >= limit:
+        raise UserError(f"{path}: {num_bytes:,} bytes ({num_bytes / 2**20:.2f} MiB) is at or over the challenge's "
+                        f"10 MB limit ({limit:,} bytes): train a smaller --arch")
+
+
+# ---------------------------------------------------------------------------------------------------
+# resnet18: torchvision's network, the Fall 2019 `--use-resnet18` baseline
+# ---------------------------------------------------------------------------------------------------
+
+
+def cached_resnet18_weights():
+    """Path of torchvision's ImageNet resnet18 weights in the local torch hub cache, or None.
+
+    Only looks: nothing is ever downloaded (the file is what torchvision's own download writes,
+    `<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth`).
+    """
+    from torchvision.models import ResNet18_Weights
+
+    file_name = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
+    return path if os.path.isfile(path) else None
+
+
+def resnet18(conv_op=nn.Conv2d, num_classes=100, pretrained=True):
+    """torchvision's resnet18 with a new 512 -> num_classes head.
+
+    With `pretrained`, ImageNet weights are loaded when already in the local torch hub cache; one
+    line says whether they were. Without them, torchvision's own init is kept (Kaiming-normal
+    fan_out convs, `zero_init_residual`). The head is N(0, 0.01). 11.2 M parameters, about 45 MB:
+    over the challenge's 10 MB limit, a baseline, not an entry.
+    """
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    model = torchvision_resnet18(weights=None, zero_init_residual=True)
+    weights_path = cached_resnet18_weights() if pretrained else None
+    if weights_path is not None:
+        try:
+            state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state_dict)
+        except Exception as err:  # unpickling and key/shape mismatches raise several types
+            raise UserError(f"resnet18: cannot read the ImageNet weights {weights_path} "
+                            f"({type(err).__name__}); delete the file to train from scratch") from err
+        print(f"resnet18: ImageNet weights loaded from {weights_path}")
+    elif pretrained:
+        print(f"resnet18: no ImageNet weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}"
+              " (they are never downloaded): random initialisation")
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    nn.init.normal_(model.fc.weight, 0.0, 0.01)
+    nn.init.zeros_(model.fc.bias)
+    return swap_conv_op_(model, conv_op)
+
+
+def swap_conv_op_(model, conv_op):
+    """Replace every nn.Conv2d inside `model` by conv_op with the same arguments and weights.
+
+    The replacement sits under the same attribute name, so the state_dict keys do not change.
+    """
+    if conv_op is nn.Conv2d:
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                replacement = conv_op(
+                    child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
+                    padding=child.padding, dilation=child.dilation, groups=child.groups,
+                    bias=child.bias is not None, padding_mode=child.padding_mode,
+                )
+                replacement.load_state_dict(child.state_dict())
+                setattr(parent, name, replacement)
+    return model

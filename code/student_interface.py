@@ -1,0 +1,83 @@
+"""The seam between the harness and the student's file, `code/student_code.py`, as in the 2019 course.
+
+The harness reads only the names of the 2019 interface from the student's file:
+
+    CustomConv2DFunction, custom_conv2d, CustomConv2d     Part I   (test_conv.py, --use-custom-conv)
+    default_model and the network classes of --arch       Part II  (models.py maps names to classes)
+    PGDAttack, GradAttention, vis_grad_attention,         Part III (-a, -e -v)
+    default_attack, default_attention, default_visfunction
+and, when the file offers them, `get_train_transforms(normalize)` (Fall 2019) and
+`adversarial_training_batch` (--adv-train; the harness has its own otherwise). Everything else (the
+network registry, checkpoints, the model-size limit) belongs to the harness, so any student's file
+written to that interface runs here, and ours runs in the 2019 harness.
+
+Whatever goes wrong on the student's side becomes a StudentCodeError: one line naming the file, the
+line and the exception, e.g.
+    code/student_code.py:41 in __init__: AssertionError: Torch not compiled with CUDA enabled
+"""
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+from utils import UserError
+
+MODULE_NAME = "student_code"
+FILE_NAME = f"{MODULE_NAME}.py"
+
+
+class StudentCodeError(UserError):
+    """The student's file could not be imported, lacks a name, or raised inside its own code."""
+
+
+def load():
+    """The student_code module (imported once); StudentCodeError when importing it fails."""
+    if MODULE_NAME in sys.modules:
+        return sys.modules[MODULE_NAME]
+    try:
+        return importlib.import_module(MODULE_NAME)
+    except Exception as exc:  # the student's file may raise anything while it is imported
+        raise StudentCodeError(f"cannot import {FILE_NAME}: {describe(exc)}") from None
+
+
+def get(name, needed_for):
+    """student_code.<name>, or one line saying that the file defines no `name` (needed for ...)."""
+    module = load()
+    if not hasattr(module, name):
+        raise StudentCodeError(f"{_file_of(module)} defines no {name} (needed for {needed_for})")
+    return getattr(module, name)
+
+
+def optional(name):
+    """student_code.<name>, or None when the file does not define it."""
+    return getattr(load(), name, None)
+
+
+def _file_of(module):
+    path = Path(getattr(module, "__file__", FILE_NAME))
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def student_frame(exc):
+    """The innermost traceback frame of `exc` that lies in student_code.py, or None."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if Path(frame.filename).name == FILE_NAME]
+    return frames[-1] if frames else None
+
+
+def raised_in_student_code(exc):
+    """True when `exc` was raised from code in student_code.py (or while importing it)."""
+    return student_frame(exc) is not None or (
+        isinstance(exc, SyntaxError) and Path(exc.filename or "").name == FILE_NAME)
+
+
+def describe(exc):
+    """One line: where in student_code.py `exc` came from, its type and the first line of its message."""
+    message = (str(exc).strip().splitlines() or [""])[0][:200]
+    what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if isinstance(exc, SyntaxError) and Path(exc.filename or "").name == FILE_NAME:
+        return f"{FILE_NAME}:{exc.lineno}: SyntaxError: {exc.msg}"
+    frame = student_frame(exc)
+    if frame is None:
+        return what
+    return f"{Path(frame.filename).parent.name}/{FILE_NAME}:{frame.lineno} in {frame.name}: {what}"
