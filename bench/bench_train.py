@@ -21,6 +21,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
 import engine  # noqa: E402
+import loaders  # noqa: E402
 import models  # noqa: E402
 import utils  # noqa: E402
 from devices import amp_settings  # noqa: E402
@@ -63,7 +64,8 @@ def time_config(arch, device, batch_size, num_classes, amp, channels_last, compi
     amp_dtype, scaler = amp_settings(amp, device)
     images = torch.randn(batch_size, 3, 128, 128)
     target = torch.randint(0, num_classes, (batch_size,))
-    images, target = engine.to_device(images, target, device, channels_last)
+    images, target = loaders.to_device(images, target, device,
+                                      torch.channels_last if channels_last else torch.contiguous_format)
 
     def run(n):
         for _ in range(n):

@@ -1,5 +1,6 @@
 """Devices and processes: the CPU or a GPU, torchrun's process group, and mixed-precision settings."""
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -44,3 +45,33 @@ def amp_settings(enabled, device):
     if device.type == "cuda":
         return torch.float16, torch.amp.GradScaler("cuda")
     return torch.bfloat16, torch.amp.GradScaler(device.type, enabled=False)
+
+
+def broadcast_object(value, rank, world_size):
+    """rank 0's `value` on every rank (run names and random seeds must agree)."""
+    if world_size == 1:
+        return value
+    holder = [value if rank == 0 else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process runs: its device and its place in a torchrun (rank 0 of 1 otherwise)."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def broadcast(self, value):
+        return broadcast_object(value, self.rank, self.world_size)
+
+
+def local_process_count():
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -3,14 +3,16 @@
     python code/main.py --demo                      # the whole assignment on a small generated dataset
     python code/main.py [data_folder] [--arch simplenet] [--epochs 90] [-b 256] [--lr 0.1] ...
     python code/main.py data --resume logs/<run>/checkpoint.pth.tar           # continue a run
-    python code/main.py data --resume logs/<run>/model_best.pth.tar -e [-v]   # flip-averaged val accuracy
+    python code/main.py data --resume logs/<run>/model_best.pth.tar -e [-v] [--no-flip]
     python code/main.py data --resume logs/<run>/model_best.pth.tar -a [-v] [--eps-sweep]
     torchrun --nproc_per_node 2 code/main.py data ...                         # DistributedDataParallel
     tensorboard --logdir logs
 
 Each run writes into logs/<run-name>/: TensorBoard events, checkpoint.pth.tar, model_best.pth.tar,
-args.json, metrics.json and PNG grids; -e and -a write into the folder of the checkpoint they load.
-The loops live in engine.py and the helpers in utils.py; this file parses, checks and wires.
+args.json, metrics.json and PNG grids; -e and -a write into the folder of the checkpoint they load
+(a new run folder when that one is not writable). This file parses and checks the flags and wires
+the library modules: loaders (data), models (networks), checkpoints, engine (the loops), runlog
+(console, TensorBoard, PNG), devices (GPU, torchrun, AMP).
 """
 import argparse
 import copy
@@ -20,23 +22,33 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import adversarial
+import checkpoints
 import devices
+import engine
+import loaders
 import models
+import robustness
+import student_interface
 import utils
+from divergence import Divergence
+from runlog import RunLog
 from utils import UserError
 
 CONV_OPS = ("Conv2d", "CustomConv2d")
-VAL_BATCH_SIZE = 100
 SWEEP_EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1)
 # The assignment's PGD budget; adversarial training spreads it over --adv-steps steps so that its
 # few steps reach as far as the default attack's 10 steps of 0.01.
 ADV_TRAIN_EPSILON = 0.1
+# The reference batch of the linear scaling rule (Goyal et al. 2017) for the default --lr 0.1.
+REFERENCE_BATCH = 256
 
 # --demo: a short run on the 10-class demo dataset, sized for a 2-core CPU (see the README).
 # Flags given on the command line still win. channels-last: SimpleNet's training steps ran 1.4-2x
@@ -53,6 +65,16 @@ DEMO_DEFAULTS = {
 }
 DEMO_ATTACK_IMAGES = 50
 
+# What a resumed run keeps from the run it continues unless the flag is given again: dest -> flag.
+RUN_SETTINGS = {
+    "data_folder": "data_folder", "arch": "--arch", "use_custom_conv": "--use-custom-conv", "init": "--init",
+    "amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "cache": "--cache",
+    "batch_size": "-b/--batch-size", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd",
+    "epochs": "--epochs", "warmup_epochs": "--warmup-epochs", "seed": "--seed", "adv_train": "--adv-train",
+    "adv_mode": "--adv-mode", "adv_steps": "--adv-steps",
+}
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_STUDENT_CODE, EXIT_INTERRUPTED = 2, 3, 4, 130
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows '(default: X)' except where X is None or a switch's False (their help says it)."""
@@ -61,6 +83,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or isinstance(action.default, bool):
             return action.help
         return super()._get_help_string(action)
+
+
+class TrainingDiverged(UserError):
+    """The run stopped on a non-finite loss or non-finite weights; the message says what to try."""
 
 
 def get_args_parser():
@@ -84,9 +110,12 @@ def get_args_parser():
                         help="weight decay (0 during warm-up)")
     parser.add_argument("-p", "--print-freq", default=10, type=int, help="log every N iterations")
     parser.add_argument("--resume", default=None, type=str, metavar="PATH",
-                        help="checkpoint to continue training from, or to evaluate/attack")
+                        help="checkpoint to continue training from, or to evaluate/attack (ours, the 2019 "
+                             "harness's, or a state_dict)")
     parser.add_argument("-e", "--evaluate", action="store_true",
                         help="evaluate the --resume model on val (image + horizontal flip averaged)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="with -e: each image once, no flip averaging (as the training log's val figures)")
     parser.add_argument("-a", "--attack", action="store_true",
                         help="accuracy of the --resume model under the default PGD attack")
     parser.add_argument("-v", "--vis", action="store_true",
@@ -95,7 +124,10 @@ def get_args_parser():
     parser.add_argument("--gpu", default=None, type=int,
                         help="GPU index; negative for the CPU; default the first GPU if any, else the CPU")
     parser.add_argument("--arch", default=None, choices=models.arch_names(),
-                        help="network (default student_code.default_model, or the --resume checkpoint's)")
+                        help="network (default: student_code.default_model, or the --resume checkpoint's)")
+    parser.add_argument("--init", default="model", choices=models.INITS,
+                        help="'model': as the network's constructor initialises it (our student_code.py: "
+                             "Kaiming); 'pytorch': PyTorch's default init, as the team trained")
     parser.add_argument("--seed", default=None, type=int,
                         help="random seed (default: a random one, saved in args.json and checkpoints)")
     parser.add_argument("--logdir", default=str(utils.DEFAULT_LOG_DIR), help="folder holding the run folders")
@@ -109,7 +141,7 @@ def get_args_parser():
                         help="decode each split once into a memory-mapped uint8 file under data/cache/, "
                              "so epochs skip JPEG decoding")
     parser.add_argument("--adv-train", action="store_true", help="train on PGD adversarial examples")
-    parser.add_argument("--adv-mode", default="mixed", choices=("mixed", "adv"),
+    parser.add_argument("--adv-mode", default="mixed", choices=adversarial.MODES,
                         help="adversarial training batch: clean + adversarial, or adversarial only")
     parser.add_argument("--adv-steps", default=2, type=int, help="PGD steps per adversarial training batch")
     parser.add_argument("--eps-sweep", action="store_true",
@@ -121,14 +153,27 @@ def get_args_parser():
 
 
 def parse_args(argv=None):
-    """Parse and check the command line; --demo fills in its own defaults for flags not given."""
+    """(args, flags given): the checked command line; --demo fills in its own defaults for flags not given.
+
+    `given` holds the dests the command line set explicitly, so a resumed run can tell a flag repeated
+    with its default value from one left out.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.demo:
         parser.set_defaults(**DEMO_DEFAULTS)
         args = parser.parse_args(argv)
     check_args(args)
-    return args
+    return args, explicit_flags(parser, argv)
+
+
+def explicit_flags(parser, argv):
+    """The dests that argv sets (a parse with every default suppressed keeps only those)."""
+    shadow = copy.deepcopy(parser)
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(shadow.parse_args(argv)))
 
 
 def check_args(args):
@@ -157,6 +202,8 @@ def check_args(args):
             raise UserError(f"{flag} needs --resume CHECKPOINT (the model to {verb})")
     if args.vis and not (args.evaluate or args.attack):
         raise UserError("-v/--vis works with -e/--evaluate or -a/--attack")
+    if args.no_flip and not args.evaluate:
+        raise UserError("--no-flip works with -e/--evaluate")
     if args.eps_sweep and not args.attack:
         raise UserError("--eps-sweep works with -a/--attack")
     if args.adv_train and (args.evaluate or args.attack):
@@ -165,99 +212,25 @@ def check_args(args):
         raise UserError("--demo runs training, -e and -a itself: drop -e, -a and --resume")
 
 
-# ---------------------------------------------------------------------------------------------------
-# Devices and processes
-# ---------------------------------------------------------------------------------------------------
+def check_context(args, ctx, train_size=None):
+    """Check the flags against the run's context before any work starts (refuse or adjust, in one line).
 
-
-# ---------------------------------------------------------------------------------------------------
-# Data and model
-# ---------------------------------------------------------------------------------------------------
-
-
-def check_data_folder(data_folder):
-    path = Path(data_folder)
-    if not path.is_dir():
-        raise UserError(f"data folder {path} does not exist (give the MiniPlaces folder, or run --demo)")
-    return path
-
-
-def build_datasets(data_folder, cache, train=True):
-    """(train set or None, val set); the loaders raise DataError (a UserError) on bad files.
-
-    Training images are resampled per batch on the training device (engine.to_device): the workers
-    only decode and draw the augmentation, which keeps them ahead of a GPU.
+    -b must split evenly over the processes of a torchrun and leave at least one iteration; more data
+    workers per process than this machine has cores for are cut down.
     """
-    import custom_dataloader
-    import custom_transforms
-
-    root = check_data_folder(data_folder)
-    num_classes = count_classes(root)
-    train_set = None
-    if train:
-        train_set = custom_dataloader.MiniPlacesLoader(
-            root, num_classes=num_classes, split="train",
-            transforms=custom_transforms.get_train_transforms(defer=True), cache=cache)
-    val_set = custom_dataloader.MiniPlacesLoader(
-        root, num_classes=num_classes, split="val", transforms=custom_transforms.get_val_transforms(),
-        cache=cache)
-    return train_set, val_set
-
-
-def count_classes(root):
-    """Classes listed in categories.txt (else the class folders of images/train/, else MiniPlaces' 100):
-    the demo dataset has 10."""
-    import custom_dataloader
-
-    if (root / "categories.txt").is_file():
-        return len(custom_dataloader.parse_categories(root / "categories.txt"))
-    if (root / "images" / "train").is_dir():
-        return len(custom_dataloader.class_names_from_folders(root / "images" / "train")) or 100
-    return 100
-
-
-def train_loader_for(train_set, batch_size, workers, device, rank, world_size, seed):
-    """Shuffling, drop-last loader; its generator is re-seeded every epoch (see seed_epoch)."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    sampler = None
-    if world_size > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=True, generator=generator)
-    if len(loader) == 0:
-        raise UserError(f"-b/--batch-size {batch_size * world_size} exceeds the {len(train_set)} training images")
-    return loader
-
-
-def seed_epoch(loader, seed, epoch):
-    """Shuffle order and worker seeds of `epoch` depend on (seed, epoch) alone, so a resumed run
-    draws the same batches as an uninterrupted one."""
-    loader.generator.manual_seed((seed * 1_000_003 + epoch) % 2**63)
-    if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-
-
-def val_loader_for(val_set, workers, device, rank, world_size):
-    import engine
-
-    sampler = engine.ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
-    return torch.utils.data.DataLoader(
-        val_set, batch_size=VAL_BATCH_SIZE, shuffle=False, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda")
-
-
-def build_model(arch, use_custom_conv, num_classes, checkpoint_path=None):
-    """The --arch network. With checkpoint_path, its weights will come from that checkpoint, so
-    resnet18 skips the ImageNet weights."""
-    return models.build_model(arch, num_classes, use_custom_conv, pretrained=checkpoint_path is None)[1]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Runs: folders, logging, checkpoints
-# ---------------------------------------------------------------------------------------------------
+    if ctx.world_size > 1 and args.batch_size % ctx.world_size:
+        low = max(ctx.world_size, args.batch_size // ctx.world_size * ctx.world_size)
+        raise UserError(f"-b/--batch-size {args.batch_size} does not split evenly over the {ctx.world_size} "
+                        f"processes of this torchrun: give a multiple of {ctx.world_size} "
+                        f"(e.g. {low} or {low + ctx.world_size})")
+    if train_size is not None and args.batch_size > train_size:
+        raise UserError(f"-b/--batch-size {args.batch_size} exceeds the {train_size} training images")
+    cores = max(1, (os.cpu_count() or 1) // devices.local_process_count())
+    if args.workers > cores:
+        if ctx.is_main:
+            print(f"note: -j/--workers {args.workers} is more than the {cores} CPU core(s) this process has; "
+                  f"using {cores}", flush=True)
+        args.workers = cores
 
 
 def plain_args(args):
@@ -265,370 +238,465 @@ def plain_args(args):
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
-def broadcast_object(value, rank, world_size):
-    """rank 0's `value` on every rank (run names and random seeds must agree)."""
-    if world_size == 1:
-        return value
-    holder = [value if rank == 0 else None]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints and run folders
+# ---------------------------------------------------------------------------------------------------
 
 
-class RunLog:
-    """Console, TensorBoard and PNG output of one run; everything is a no-op off rank 0."""
-
-    def __init__(self, run_dir, active, purge_step=None):
-        self.run_dir = run_dir
-        self.active = active
-        self.writer = None
-        if active:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-
-    def print(self, *args, **kwargs):
-        if self.active:
-            print(*args, **kwargs, flush=True)
-
-    def image(self, tag, image, step):
-        """An image grid (3, H, W) in [0, 1] to TensorBoard under `tag` and to <run>/<name>_<step>.png."""
-        if not self.active:
-            return
-        self.writer.add_image(tag, image, step)
-        utils.save_png(image, self.run_dir / f"{tag.split('/')[-1]}_{step:04d}.png")
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-
-
-def checkpoint_state(epoch, args, model, optimizer, scaler, best_acc1, num_classes, classes):
-    return {
-        "epoch": epoch,
-        "arch": args.arch,
-        "conv_op": CONV_OPS[args.use_custom_conv],
-        "num_classes": num_classes,
-        "classes": list(classes),
-        "state_dict": model.state_dict(),
-        "best_acc1": best_acc1,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": utils.get_rng_state(),
-        "args": plain_args(args),
-    }
-
-
-def load_model_checkpoint(args):
-    """Load --resume, adopt its arch (or check --arch against it) and its seed when none was given."""
-    checkpoint = utils.load_checkpoint(args.resume)
-    if args.arch is None:
-        args.arch = checkpoint["arch"]
-    elif args.arch != checkpoint["arch"]:
-        raise UserError(f"--resume: {args.resume} holds a '{checkpoint['arch']}' checkpoint, "
-                        f"not --arch '{args.arch}'")
-    if args.seed is None:
-        args.seed = checkpoint.get("args", {}).get("seed")
+def read_checkpoint(path):
+    """The --resume checkpoint, refused in one line when its weights are not finite."""
+    checkpoint = checkpoints.read(path, "--resume")
+    checkpoints.check_finite(checkpoint, "--resume")
     return checkpoint
 
 
-def load_weights(model, checkpoint, path):
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"--resume: the weights in {path} do not fit this model ({first})") from None
+def adopt_run_settings(args, given, checkpoint, say):
+    """Continue with the settings the run was started with, unless a flag gives one again: then use
+    the new value and say so in one line. arch changes are refused later, by the weights' fit."""
+    stored = checkpoint.args
+    if stored is None:
+        say(f"=> {checkpoint.path} (a {checkpoint.kind} checkpoint) holds no arguments: the run continues "
+            "with this command line's settings")
+        return
+    for dest, flag in RUN_SETTINGS.items():
+        if dest not in stored or stored[dest] is None:
+            continue
+        if dest not in given:
+            setattr(args, dest, stored[dest])
+        elif getattr(args, dest) != stored[dest]:
+            say(_changed_setting_note(dest, flag, stored[dest], getattr(args, dest)))
 
 
-def run_folder(args, rank, world_size):
-    """logs/<run-name>; with --resume and no --run-name, the checkpoint's own folder."""
+def _changed_setting_note(dest, flag, old, new):
+    if dest == "amp" and new:
+        return "note: --amp switches mixed precision on for the rest of the run, with a fresh GradScaler"
+    if dest == "amp":
+        return "note: the run trained with --amp; it continues in full precision"
+    if isinstance(new, bool):
+        return f"note: {flag} is {'on' if new else 'off'} from here on (the run started with it {'on' if old else 'off'})"
+    return f"note: {flag} {new} replaces the run's {old} from here on"
+
+
+def run_folder(args, ctx, arch):
+    """logs/<run-name>; with --resume and no --run-name, the checkpoint's own folder when writable."""
     if args.run_name:
         name, reuse = args.run_name, True
-    elif args.resume:
+    elif args.resume and os.access(Path(args.resume).resolve().parent, os.W_OK):
         return Path(args.resume).resolve().parent
     else:
-        name, reuse = utils.make_run_name(args.arch, CONV_OPS[args.use_custom_conv]), False
-    run_dir = None
-    if rank == 0:
-        run_dir = utils.create_run_dir(args.logdir, name, reuse=reuse)
-    return Path(broadcast_object(str(run_dir) if run_dir else None, rank, world_size))
+        name, reuse = utils.make_run_name(arch, CONV_OPS[args.use_custom_conv]), False
+    run_dir = utils.create_run_dir(args.logdir, name, reuse=reuse) if ctx.is_main else None
+    return Path(ctx.broadcast(str(run_dir) if run_dir else None))
 
 
-def load_metrics(run_dir, start_epoch):
-    """metrics.json of an earlier run in this folder, cut to the epochs before `start_epoch`."""
+def load_metrics(run_dir, epochs_done):
+    """metrics.json of an earlier run in this folder, cut to its first `epochs_done` epochs."""
     path = run_dir / "metrics.json"
-    if start_epoch == 0 or not path.is_file():
+    if epochs_done == 0 or not path.is_file():
         return []
     try:
-        return [m for m in json.loads(path.read_text()) if m["epoch"] < start_epoch]
+        return [m for m in json.loads(path.read_text(encoding="utf-8-sig")) if m["epoch"] < epochs_done]
     except (ValueError, KeyError, TypeError):
         return []
 
 
 # ---------------------------------------------------------------------------------------------------
-# Modes
+# Training
 # ---------------------------------------------------------------------------------------------------
 
 
-def train(args, device, rank, world_size):
-    """Train (or continue) a run; returns its folder."""
-    import engine
-    import student_code
+@dataclass
+class Training:
+    """One training run: what it trains, on what, and where it is."""
 
-    checkpoint = load_model_checkpoint(args) if args.resume else None
-    args.arch = args.arch or "simplenet"
+    args: argparse.Namespace
+    ctx: devices.Context
+    model: nn.Module  # the bare network: evaluation, checkpoints and the attack use it
+    train_model: nn.Module  # what trains: the network, wrapped by DDP and torch.compile when asked
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype
+    criterion: nn.Module
+    train_loader: loaders.DeviceLoader
+    val_loader: loaders.DeviceLoader
+    classes: list
+    run_dir: Path = None
+    log: RunLog = None
+    start_epoch: int = 0
+    best_acc1: float = 0.0
+    metrics: list = field(default_factory=list)
+    pending: dict = None  # the training half of an epoch record whose validation has not run yet
+    adversarial_batch: object = None
+
+    @property
+    def iters(self):
+        return len(self.train_loader)
+
+    def schedule(self, step):
+        a = self.args
+        return engine.lr_and_weight_decay(step, a.epochs * self.iters, round(a.warmup_epochs * self.iters),
+                                          a.lr, a.weight_decay)
+
+
+def prepare_training(args, given, ctx):
+    """Everything a run needs, with --resume's state restored: the run's first steps, in order."""
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    checkpoint = read_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        adopt_run_settings(args, given, checkpoint, say)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
-    args.seed = broadcast_object(args.seed, rank, world_size)
-    utils.seed_everything(args.seed + rank)
+    args.seed = ctx.broadcast(args.seed)
+    utils.seed_everything(args.seed + ctx.rank)
 
-    train_set, val_set = build_datasets(args.data_folder, args.cache)
+    check_context(args, ctx)
+    train_set, val_set = loaders.build_datasets(args.data_folder or utils.DEFAULT_DATA_DIR, args.cache)
+    check_context(args, ctx, train_size=len(train_set) // ctx.world_size * ctx.world_size)
     num_classes = len(train_set.classes)
-    per_rank_batch = args.batch_size // world_size
-    if per_rank_batch < 1:
-        raise UserError(f"-b/--batch-size {args.batch_size} is smaller than the {world_size} processes")
-    train_loader = train_loader_for(train_set, per_rank_batch, args.workers, device, rank, world_size, args.seed)
-    val_loader = val_loader_for(val_set, args.workers, device, rank, world_size)
+    per_rank_batch = args.batch_size // ctx.world_size
+    train_loader = loaders.train_loader(train_set, per_rank_batch, args.workers, ctx.device, ctx.rank,
+                                        ctx.world_size, args.seed)
+    val_loader = loaders.eval_loader(val_set, args.workers, ctx.device, ctx.rank, ctx.world_size)
 
-    model = build_model(args.arch, args.use_custom_conv, num_classes,
-                        checkpoint_path=None if checkpoint is None else args.resume)
+    model = build_training_model(args, num_classes, checkpoint, say)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    criterion = nn.CrossEntropyLoss().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    amp_dtype, scaler = devices.amp_settings(args.amp, device)
-
-    start_epoch, best_acc1 = args.start_epoch, 0.0
+    model = model.to(ctx.device, memory_format=memory_format)
+    amp_dtype, scaler = devices.amp_settings(args.amp, ctx.device)
+    run = Training(
+        args, ctx, model, model,
+        torch.optim.SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay),
+        scaler, amp_dtype, nn.CrossEntropyLoss().to(ctx.device),
+        loaders.DeviceLoader(train_loader, ctx.device, args.channels_last),
+        loaders.DeviceLoader(val_loader, ctx.device, args.channels_last), list(train_set.classes))
     if checkpoint is not None:
-        load_weights(model, checkpoint, args.resume)
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scaler.load_state_dict(checkpoint["scaler"])
-        except (KeyError, ValueError) as exc:
-            raise UserError(f"--resume: {args.resume} has no usable optimizer state ({exc})") from None
-        start_epoch, best_acc1 = checkpoint["epoch"], checkpoint["best_acc1"]
-        if start_epoch >= args.epochs:
-            raise UserError(f"--resume: {args.resume} already finished epoch {start_epoch} of --epochs {args.epochs}")
+        restore_training_state(run, checkpoint, say)
+    run.train_model = wrap_for_training(model, args, ctx)
+    run.adversarial_batch = adversarial_batch_fn(args, model, run.criterion)
 
+    run.run_dir = run_folder(args, ctx, args.arch)
+    run.log = RunLog(run.run_dir, ctx.is_main, purge_step=run.start_epoch * run.iters if run.start_epoch else None,
+                     purge_epoch=run.start_epoch + 1 if run.start_epoch else None)
+    run.metrics = load_metrics(run.run_dir, run.start_epoch - (run.pending is not None))
+    if ctx.is_main:
+        utils.write_json(plain_args(args), run.run_dir / "args.json")
+        run.log.text("args", "\n".join(f"    {k} = {v!r}" for k, v in sorted(plain_args(args).items())))
+    run.log.print(f"=> {args.arch} ({CONV_OPS[args.use_custom_conv]}) on {ctx.device}, {ctx.world_size} process(es), "
+                  f"{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, "
+                  f"epochs {run.start_epoch}..{args.epochs - 1}, run folder {run.run_dir}")
+    if args.amp and ctx.device.type == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        run.log.print(f"note: --amp on this CPU ({torch.backends.cpu.get_cpu_capability()}) emulates bf16 and is "
+                      "slower than fp32 (bench/bench_train.py measures it)")
+    return run
+
+
+def build_training_model(args, num_classes, checkpoint, say):
+    """The network to train: --arch (or default_model), or the one the --resume weights fit."""
+    if checkpoint is None:
+        args.arch, model = models.build_model(args.arch, num_classes, args.use_custom_conv, init=args.init,
+                                              pretrained=True)
+        return model
+    if checkpoint.num_classes not in (None, num_classes):
+        raise UserError(f"--resume: {checkpoint.path} was trained on {checkpoint.num_classes} classes but "
+                        f"{args.data_folder} has {num_classes}")
+    args.arch, model, note = models.model_for_checkpoint(checkpoint, args.arch, num_classes, args.use_custom_conv)
+    if note:
+        say(note)
+    checkpoints.load_weights(model, checkpoint)
+    return model
+
+
+def restore_training_state(run, checkpoint, say):
+    """Epoch, best accuracy, optimizer, GradScaler and RNG states from --resume; one line for what it lacks."""
+    if checkpoint.epoch >= run.args.epochs:
+        raise UserError(f"--resume: {checkpoint.path} already finished epoch {checkpoint.epoch} of "
+                        f"--epochs {run.args.epochs}")
+    run.start_epoch, run.best_acc1 = checkpoint.epoch, checkpoint.best_acc1
+    if checkpoint.optimizer is not None:
+        try:
+            run.optimizer.load_state_dict(checkpoint.optimizer)
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"--resume: {checkpoint.path} has an optimizer state that does not fit "
+                            f"({exc})") from None
+    if checkpoint.scaler is not None and run.scaler.is_enabled() and checkpoint.scaler:
+        run.scaler.load_state_dict(checkpoint.scaler)
+    if checkpoint.rng is not None:
+        utils.set_rng_state(checkpoint.rng)
+    if not checkpoint.validated and checkpoint.pending_record:
+        run.pending = checkpoint.pending_record
+    lacking = checkpoint.lacks()
+    if lacking:
+        instead = {"optimizer state": "a fresh SGD (no momentum yet)", "GradScaler state": "a fresh GradScaler",
+                   "RNG states": f"RNGs seeded from --seed {run.args.seed}", "arguments": "this command line"}
+        say(f"=> {checkpoint.path} (a {checkpoint.kind} checkpoint, epoch {checkpoint.epoch}) lacks "
+            f"{', '.join(lacking)}: continuing with {', '.join(instead[x] for x in lacking)}")
+
+
+def wrap_for_training(model, args, ctx):
+    """DDP across the processes of a torchrun, then torch.compile when asked."""
     train_model = model
-    if world_size > 1:
+    if ctx.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if args.compile:
         train_model = torch.compile(train_model)
+    return train_model
 
-    adversarial_batch = None
-    if args.adv_train:
-        attack = student_code.PGDAttack(criterion, num_steps=args.adv_steps,
-                                        step_size=ADV_TRAIN_EPSILON / args.adv_steps, epsilon=ADV_TRAIN_EPSILON)
-        # The attack runs on the bare model: a DDP backward would wait for the other ranks.
-        adversarial_batch = functools.partial(student_code.adversarial_training_batch, model, attack,
-                                              mode=args.adv_mode)
 
-    iters = len(train_loader)
+def adversarial_batch_fn(args, model, criterion):
+    """(images, target) -> the adversarial training batch, or None without --adv-train.
 
-    def schedule(step):
-        return engine.lr_and_weight_decay(step, args.epochs * iters, round(args.warmup_epochs * iters),
-                                          args.lr, args.weight_decay)
-
-    run_dir = run_folder(args, rank, world_size)
-    log = RunLog(run_dir, rank == 0, purge_step=start_epoch * iters if start_epoch else None)
-    metrics = load_metrics(run_dir, start_epoch)
-    if checkpoint is not None:
-        utils.set_rng_state(checkpoint["rng"])
-    if rank == 0:
-        utils.write_json(plain_args(args), run_dir / "args.json")
-        log.writer.add_text("args", "\n".join(f"    {k} = {v!r}" for k, v in sorted(plain_args(args).items())))
-    log.print(f"=> {args.arch} ({CONV_OPS[args.use_custom_conv]}) on {device}, {world_size} process(es), "
-              f"{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, "
-              f"epochs {start_epoch}..{args.epochs - 1}, run folder {run_dir}")
-
-    if args.amp and device.type == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX512":
-        log.print(f"note: --amp on this CPU ({torch.backends.cpu.get_cpu_capability()}) emulates bf16 and is "
-                  "slower than fp32 (bench/bench_train.py measures it)")
+    The attack is the student's PGDAttack; the batch maker is the student's adversarial_training_batch
+    when the file offers one, else the harness's. It runs on the bare model: a DDP backward would wait
+    for the other ranks.
+    """
+    if not args.adv_train:
+        return None
+    pgd = student_interface.get("PGDAttack", "--adv-train")
     try:
-        for epoch in range(start_epoch, args.epochs):
-            seed_epoch(train_loader, args.seed, epoch)
-            utils.reset_peak_memory(device)
-            stats = engine.train_one_epoch(
-                train_model, train_loader, criterion, optimizer, scaler, epoch=epoch, schedule=schedule,
-                device=device, amp_dtype=amp_dtype, channels_last=args.channels_last,
-                print_freq=args.print_freq, writer=log.writer, adversarial_batch=adversarial_batch,
-                log=log.print)
-            peak_mib = utils.peak_memory_mib(device)
-            val = engine.validate(model, val_loader, criterion, device, amp_dtype=amp_dtype,
-                                  channels_last=args.channels_last, print_freq=args.print_freq, log=log.print)
-            is_best = val["top1"] > best_acc1
-            best_acc1 = max(best_acc1, val["top1"])
-            record = {
-                "epoch": epoch, "lr": schedule((epoch + 1) * iters - 1)[0],
-                "train_loss": stats["loss"], "train_top1": stats["top1"], "train_top5": stats["top5"],
-                "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                "epoch_minutes": stats["seconds"] / 60, "images_per_s": stats["images"] / stats["seconds"],
-                "peak_mem_mib": peak_mib, "device": str(device), "world_size": world_size,
-            }
-            metrics.append(record)
-            if rank == 0:
-                log_epoch(log.writer, record)
-                utils.save_checkpoint(
-                    checkpoint_state(epoch + 1, args, model, optimizer, scaler, best_acc1, num_classes,
-                                     train_set.classes), run_dir, is_best)
-                utils.write_json(metrics, run_dir / "metrics.json")
-            log.print(f" * Epoch {epoch}: train loss {stats['loss']:.4f}  Acc@1 {stats['top1']:.2f}  "
-                      f"val Acc@1 {val['top1']:.2f}  Acc@5 {val['top5']:.2f}  (best {best_acc1:.2f})  "
-                      f"{record['epoch_minutes']:.2f} min  {record['images_per_s']:.0f} img/s  "
-                      f"peak {peak_mib:.0f} MiB")
+        attack = pgd(criterion, num_steps=args.adv_steps, step_size=ADV_TRAIN_EPSILON / args.adv_steps,
+                     epsilon=ADV_TRAIN_EPSILON)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--adv-steps {args.adv_steps}: {exc}") from None
+    make_batch = student_interface.optional("adversarial_training_batch") or adversarial.training_batch
+    return functools.partial(make_batch, model, attack, mode=args.adv_mode)
+
+
+def train(args, given, ctx):
+    """Train (or continue) a run; returns its folder."""
+    run = prepare_training(args, given, ctx)
+    try:
+        if run.pending is not None:
+            finish_epoch(run, run.start_epoch - 1, run.pending)
+        for epoch in range(run.start_epoch, args.epochs):
+            record = train_epoch(run, epoch)
+            save_epoch(run, epoch, record)  # on disk before validation: a crash there loses no training
+            finish_epoch(run, epoch, record)
+    except Divergence as stop:
+        raise TrainingDiverged(divergence_message(stop, run)) from None
     finally:
-        log.close()
-    log.print(f"=> run folder {run_dir}; view it with:  tensorboard --logdir {run_dir.parent}")
-    return run_dir
+        run.log.close()
+    run.log.print(f"=> run folder {run.run_dir}; view it with:  tensorboard --logdir {run.run_dir.parent}")
+    return run.run_dir
 
 
-def log_epoch(writer, record):
-    epoch = record["epoch"]
-    writer.add_scalars("data/top1_accuracy", {"train": record["train_top1"], "val": record["val_top1"]}, epoch)
-    writer.add_scalars("data/top5_accuracy", {"train": record["train_top5"], "val": record["val_top5"]}, epoch)
-    writer.add_scalar("data/validation_loss", record["val_loss"], epoch)
-    writer.add_scalar("perf/epoch_minutes", record["epoch_minutes"], epoch)
-    writer.add_scalar("perf/images_per_s", record["images_per_s"], epoch)
-    writer.add_scalar("perf/peak_mem_mib", record["peak_mem_mib"], epoch)
-    writer.flush()
+def train_epoch(run, epoch):
+    """One epoch of training; returns the training half of its metrics record."""
+    loaders.seed_epoch(run.train_loader.loader, run.args.seed, epoch)
+    utils.reset_peak_memory(run.ctx.device)
+    stats = engine.train_one_epoch(
+        run.train_model, run.train_loader, run.criterion, run.optimizer, run.scaler, epoch=epoch,
+        schedule=run.schedule, device=run.ctx.device, amp_dtype=run.amp_dtype, print_freq=run.args.print_freq,
+        adversarial_batch=run.adversarial_batch, log=run.log)
+    return {
+        "epoch": epoch, "lr": run.schedule((epoch + 1) * run.iters - 1)[0],
+        "train_loss": stats["loss"], "train_top1": stats["top1"], "train_top5": stats["top5"],
+        "epoch_minutes": stats["seconds"] / 60, "images_per_s": stats["images"] / stats["seconds"],
+        "peak_mem_mib": utils.peak_memory_mib(run.ctx.device), "device": str(run.ctx.device),
+        "world_size": run.ctx.world_size,
+    }
 
 
-def load_for_eval(args, device, rank, world_size, val_images=None):
-    """(model in eval mode on `device`, val loader, criterion, run log) for -e and -a;
-    `val_images` keeps only the first N val images (the demo's attack pass)."""
-    checkpoint = load_model_checkpoint(args)
-    _, val_set = build_datasets(args.data_folder, args.cache, train=False)
-    num_classes = checkpoint.get("num_classes", len(val_set.classes))
+def save_epoch(run, epoch, record, validated=False, is_best=False):
+    """The checkpoint after `epoch` (rank 0 writes it); before validation it carries the training record."""
+    if not run.ctx.is_main:
+        return
+    checkpoints.save({
+        "epoch": epoch + 1, "arch": run.args.arch, "conv_op": CONV_OPS[run.args.use_custom_conv],
+        "num_classes": len(run.classes), "classes": run.classes, "state_dict": run.model.state_dict(),
+        "best_acc1": run.best_acc1, "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+        "rng": utils.get_rng_state(), "args": plain_args(run.args), "validated": validated,
+        "pending_record": None if validated else record,
+    }, run.run_dir, is_best)
+
+
+def finish_epoch(run, epoch, record):
+    """Validate `epoch`, then log it, save the checkpoint again (and model_best) and print its line."""
+    val = engine.validate(run.model, run.val_loader, run.criterion, run.ctx.device, amp_dtype=run.amp_dtype,
+                          print_freq=run.args.print_freq, log=run.log)
+    is_best = val["top1"] > run.best_acc1
+    run.best_acc1 = max(run.best_acc1, val["top1"])
+    record = {**record, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
+    run.metrics.append(record)
+    log_epoch(run.log, record, (epoch + 1) * run.iters)
+    save_epoch(run, epoch, record, validated=True, is_best=is_best)
+    if run.ctx.is_main:
+        utils.write_json(run.metrics, run.run_dir / "metrics.json")
+    run.log.print(f" * Epoch {epoch}: train loss {record['train_loss']:.4f}  Acc@1 {record['train_top1']:.2f}  "
+                  f"val Acc@1 {val['top1']:.2f}  Acc@5 {val['top5']:.2f}  (best {run.best_acc1:.2f})  "
+                  f"{record['epoch_minutes']:.2f} min  {record['images_per_s']:.0f} img/s  "
+                  f"peak {record['peak_mem_mib']:.0f} MiB")
+
+
+def log_epoch(log, record, step):
+    """Per-epoch TensorBoard scalars: the accuracy series at the 1-based epoch, the rest at `step`."""
+    epoch = record["epoch"] + 1
+    log.series("data/top1_accuracy", {"train": record["train_top1"], "val": record["val_top1"]}, epoch)
+    log.series("data/top5_accuracy", {"train": record["train_top5"], "val": record["val_top5"]}, epoch)
+    log.scalar("data/validation_loss", record["val_loss"], step)
+    for key in ("epoch_minutes", "images_per_s", "peak_mem_mib"):
+        log.scalar(f"perf/{key}", record[key], step)
+    log.flush()
+
+
+def divergence_message(stop, run):
+    """The one line that says where the run diverged and what to try."""
+    epoch, iteration = divmod(stop.step, run.iters)
+    lr = run.schedule(stop.step)[0]
+    where = f"epoch {epoch}, iteration {iteration} of {run.iters} (lr {lr:.4g})"
+    if stop.reason == "loss":
+        what = f"training diverged: the loss is {stop.loss} at {where}"
+    elif stop.reason == "loss streak":
+        what = f"training diverged: under --amp the loss stayed non-finite for {stop.streak} iterations in a " \
+               f"row from {where}"
+    else:
+        what = f"training diverged: under --amp the weights became non-finite by {where}"
+    hints = [f"try a lower --lr than {run.args.lr:g}"]
+    batch = run.args.batch_size
+    if batch * 2 <= REFERENCE_BATCH or batch >= 2 * REFERENCE_BATCH:
+        hints.append(f"e.g. {run.args.lr * batch / REFERENCE_BATCH:.2g} by the linear scaling rule for -b {batch} "
+                     f"(lr x batch / {REFERENCE_BATCH})")
+    if run.args.warmup_epochs == 0:
+        hints.append("or --warmup-epochs 1")
+    kept = run.run_dir / checkpoints.CHECKPOINT_NAME
+    saved = (f"{kept} keeps the last finite epoch ({run.metrics[-1]['epoch']})" if run.metrics
+             else "no checkpoint was written")
+    return f"{what}; {saved}; {', '.join(hints)}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation and attack
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    model: nn.Module
+    val_loader: loaders.DeviceLoader
+    criterion: nn.Module
+    log: RunLog
+
+
+def load_for_eval(args, ctx, val_images=None):
+    """The --resume model in eval mode with the val loader for -e and -a; `val_images` keeps only the
+    first N val images (the demo's attack pass)."""
+    checkpoint = read_checkpoint(args.resume)
+    _, val_set = loaders.build_datasets(args.data_folder, args.cache, train=False)
+    check_context(args, ctx)
+    num_classes = checkpoint.num_classes or len(val_set.classes)
     if len(val_set.classes) != num_classes:
         raise UserError(f"--resume: {args.resume} was trained on {num_classes} classes but "
                         f"{args.data_folder} has {len(val_set.classes)}")
-    model = build_model(args.arch, args.use_custom_conv, num_classes, checkpoint_path=args.resume)
-    load_weights(model, checkpoint, args.resume)
+    args.arch, model, note = models.model_for_checkpoint(checkpoint, args.arch, num_classes, args.use_custom_conv)
+    checkpoints.load_weights(model, checkpoint)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).eval()
+    model = model.to(ctx.device, memory_format=memory_format).eval()
     if val_images is not None and val_images < len(val_set):
         classes = val_set.classes
         val_set = torch.utils.data.Subset(val_set, range(val_images))
         val_set.classes = classes
-    val_loader = val_loader_for(val_set, args.workers, device, rank, world_size)
-    log = RunLog(run_folder(args, rank, world_size), rank == 0)
-    log.print(f"=> {args.resume}: {checkpoint['arch']} after epoch {checkpoint.get('epoch')}, "
-              f"evaluated with {CONV_OPS[args.use_custom_conv]} on {device}")
-    return model, val_loader, nn.CrossEntropyLoss().to(device), log
+    val_loader = loaders.eval_loader(val_set, args.workers, ctx.device, ctx.rank, ctx.world_size)
+    log = RunLog(run_folder(args, ctx, args.arch), ctx.is_main)
+    if note:
+        log.print(note)
+    log.print(f"=> {args.resume}: {args.arch} after epoch {checkpoint.epoch} (a {checkpoint.kind} checkpoint), "
+              f"evaluated with {CONV_OPS[args.use_custom_conv]} on {ctx.device}")
+    return Evaluation(model, loaders.DeviceLoader(val_loader, ctx.device, args.channels_last),
+                      nn.CrossEntropyLoss().to(ctx.device), log)
 
 
-def evaluate(args, device, rank, world_size):
-    import engine
-    import student_code
-
-    model, val_loader, criterion, log = load_for_eval(args, device, rank, world_size)
-    amp_dtype, _ = devices.amp_settings(args.amp, device)
-    attention = student_code.default_attention(criterion) if args.vis else None
+def evaluate(args, ctx):
+    """-e: val accuracy of the --resume model (flip-averaged unless --no-flip), saliency maps with -v."""
+    ev = load_for_eval(args, ctx)
+    amp_dtype, _ = devices.amp_settings(args.amp, ctx.device)
+    attention = student_interface.get("default_attention", "-e -v")(ev.criterion) if args.vis else None
+    visualize = student_interface.get("default_visfunction", "-e -v") if args.vis else None
     try:
-        result = engine.validate(
-            model, val_loader, criterion, device, amp_dtype=amp_dtype, channels_last=args.channels_last,
-            flip_average=True, print_freq=args.print_freq, attention=attention,
-            visualize=student_code.default_visfunction, image_sink=log.image if args.vis else None,
-            log=log.print)
+        result = engine.validate(ev.model, ev.val_loader, ev.criterion, ctx.device, amp_dtype=amp_dtype,
+                                 flip_average=not args.no_flip, print_freq=args.print_freq, attention=attention,
+                                 visualize=visualize, log=ev.log)
     finally:
-        log.close()
-    log.print(f" * Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}  ({result['count']} val images, "
-              "image + flip averaged)")
-    if rank == 0:
-        utils.write_json({"checkpoint": str(args.resume), **result}, log.run_dir / "evaluation.json")
-    return log.run_dir
+        ev.log.close()
+    averaging = "image only" if args.no_flip else "image + flip averaged"
+    ev.log.print(f" * Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}  ({result['count']} val images, "
+                 f"{averaging})")
+    if ctx.is_main:
+        utils.write_json({"checkpoint": str(args.resume), "flip_average": not args.no_flip, **result},
+                         ev.log.run_dir / "evaluation.json")
+    return ev.log.run_dir
 
 
-def attack(args, device, rank, world_size, val_images=None):
-    import engine
-    import student_code
-
-    model, val_loader, criterion, log = load_for_eval(args, device, rank, world_size, val_images)
+def attack(args, ctx, val_images=None):
+    """-a: clean and adversarial accuracy of the --resume model under the default PGD attack (or a sweep)."""
+    ev = load_for_eval(args, ctx, val_images)
     if args.eps_sweep:
-        attacks = {eps: student_code.PGDAttack(criterion, epsilon=eps) for eps in SWEEP_EPSILONS}
+        pgd = student_interface.get("PGDAttack", "--eps-sweep")
+        attacks = {eps: pgd(ev.criterion, epsilon=eps) for eps in SWEEP_EPSILONS}
     else:
-        default = student_code.default_attack(criterion)
+        default = student_interface.get("default_attack", "-a")(ev.criterion)
         attacks = {getattr(default, "epsilon", None): default}
+    visualize = student_interface.get("default_visfunction", "-a -v") if args.vis else None
     try:
-        result = engine.attack_eval(
-            model, val_loader, criterion, attacks, device, channels_last=args.channels_last,
-            print_freq=args.print_freq, visualize=student_code.default_visfunction,
-            image_sink=log.image if args.vis else None, log=log.print)
+        result = engine.attack_eval(ev.model, ev.val_loader, attacks, ctx.device, print_freq=args.print_freq,
+                                    visualize=visualize, log=ev.log)
     finally:
-        log.close()
+        ev.log.close()
     clean = result["clean"]
     for row in result["attacks"]:
-        log.print(f" * epsilon {row['epsilon']}: clean Acc@1 {clean['top1']:.3f} Acc@5 {clean['top5']:.3f}"
-                  f" -> adversarial Acc@1 {row['top1']:.3f} Acc@5 {row['top5']:.3f}  ({result['count']} val images)")
-    if rank == 0:
-        utils.write_json({"checkpoint": str(args.resume), **result}, log.run_dir / "attack.json")
+        ev.log.print(f" * epsilon {row['epsilon']}: clean Acc@1 {clean['top1']:.3f} Acc@5 {clean['top5']:.3f}"
+                     f" -> adversarial Acc@1 {row['top1']:.3f} Acc@5 {row['top5']:.3f}  "
+                     f"({result['count']} val images)")
+    if ctx.is_main:
+        utils.write_json({"checkpoint": str(args.resume), **result}, ev.log.run_dir / "attack.json")
         if args.eps_sweep:
-            write_robustness_report(result, log.run_dir, args.resume)
-            log.print(f"=> robustness table and plot: {log.run_dir / 'robustness.md'}, "
-                      f"{log.run_dir / 'robustness.png'}")
-    return log.run_dir
+            robustness.write_report(result, ev.log.run_dir, args.resume)
+            ev.log.print(f"=> robustness table and plot: {ev.log.run_dir / 'robustness.md'}, "
+                         f"{ev.log.run_dir / 'robustness.png'}")
+    return ev.log.run_dir
 
 
-def write_robustness_report(result, run_dir, checkpoint_path):
-    """robustness.md (a Markdown table) and robustness.png (accuracy against epsilon)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    lines = [f"# Accuracy under PGD attack\n\nModel: `{checkpoint_path}`, {result['count']} val images, "
-             "10 steps of 0.01 (targeted at the least confident label).\n",
-             "| epsilon | Acc@1 (%) | Acc@5 (%) |", "| ---: | ---: | ---: |"]
-    lines += [f"| {row['epsilon']} | {row['top1']:.2f} | {row['top5']:.2f} |" for row in result["attacks"]]
-    utils.write_text(run_dir / "robustness.md", "\n".join(lines) + "\n")
-
-    eps = [row["epsilon"] for row in result["attacks"]]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(eps, [row["top1"] for row in result["attacks"]], "o-", label="top-1")
-    ax.plot(eps, [row["top5"] for row in result["attacks"]], "s-", label="top-5")
-    ax.set_xlabel("epsilon (L-inf, normalized input)")
-    ax.set_ylabel("val accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    utils.save_figure(fig, run_dir / "robustness.png")
-
-
-def demo(args, device, rank, world_size):
+def demo(args, given, ctx):
     """The README's first command: demo data, a short training run, then -e -v and -a -v on it."""
-    import demo_data
+    import demo_data  # only --demo generates data
 
     start = time.perf_counter()
     root = demo_data.ensure_demo_dataset(Path(args.data_folder)) if args.data_folder \
         else demo_data.ensure_demo_dataset()
     train_args = copy.copy(args)
     train_args.data_folder, train_args.demo = str(root), False
-    run_dir = train(train_args, device, rank, world_size)
+    run_dir = train(train_args, given, ctx)
 
-    best = run_dir / utils.BEST_NAME
+    best = run_dir / checkpoints.BEST_NAME
     eval_args, attack_args = copy.copy(train_args), copy.copy(train_args)
     for mode_args in (eval_args, attack_args):
         mode_args.resume, mode_args.vis, mode_args.run_name = str(best), True, None
     eval_args.evaluate, attack_args.attack = True, True
-    evaluate(eval_args, device, rank, world_size)
-    if rank == 0:
+    evaluate(eval_args, ctx)
+    if ctx.is_main:
         print(f"=> attacking the first {DEMO_ATTACK_IMAGES} val images (10 PGD steps each: the whole val set "
               "would take minutes on a CPU)", flush=True)
-    attack(attack_args, device, rank, world_size, val_images=DEMO_ATTACK_IMAGES)
-    if rank == 0:
+    attack(attack_args, ctx, val_images=DEMO_ATTACK_IMAGES)
+    if ctx.is_main:
         print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. Logs, checkpoints and PNG grids: "
               f"{run_dir}\nView them with:  tensorboard --logdir {run_dir.parent}", flush=True)
     return run_dir
 
 
+def run_mode(args, given, ctx):
+    if args.demo:
+        return demo(args, given, ctx)
+    if args.evaluate:
+        return evaluate(args, ctx)
+    if args.attack:
+        return attack(args, ctx)
+    return train(args, given, ctx)
+
+
 def main(argv=None):
-    """Entry point; returns the exit code (0, 2 for a user error, 130 when interrupted)."""
-    distributed = False
+    """Entry point; returns the exit code: 0, 2 for a user error, 3 when training diverged, 4 when the
+    student's code raised, 130 when interrupted."""
+    distributed, rank = False, 0
     try:
-        args = parse_args(argv)
+        args, given = parse_args(argv)
         if args.data_folder is None and not args.demo:
             args.data_folder = str(utils.DEFAULT_DATA_DIR)
         rank, world_size, local_rank = devices.setup_distributed()
@@ -636,21 +704,23 @@ def main(argv=None):
         device = devices.resolve_device(args.gpu, local_rank, distributed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-        if args.demo:
-            demo(args, device, rank, world_size)
-        elif args.evaluate:
-            evaluate(args, device, rank, world_size)
-        elif args.attack:
-            attack(args, device, rank, world_size)
-        else:
-            train(args, device, rank, world_size)
+        run_mode(args, given, devices.Context(device, rank, world_size))
         return 0
+    except TrainingDiverged as exc:
+        if rank == 0:  # every process stops; one says why
+            utils.print_user_error(exc)
+        return EXIT_DIVERGED
     except UserError as exc:
         utils.print_user_error(exc)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the student's code may raise anything; our own bugs keep their traceback
+        if not student_interface.raised_in_student_code(exc):
+            raise
+        utils.print_user_error(f"{student_interface.describe(exc)} (an error in the student's code)")
+        return EXIT_STUDENT_CODE
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -16,6 +16,7 @@ import os
 import torch
 import torch.nn as nn
 
+import checkpoints
 import student_interface
 from utils import UserError
 
@@ -104,6 +105,62 @@ def build_model(arch, num_classes, use_custom_conv=False, init="model", pretrain
     if init == "pytorch":
         reset_to_pytorch_init_(model)
     return arch, model
+
+
+def candidate_archs():
+    """Every network the harness can build with this student's file: the registry's names it defines,
+    then default_model's class when the registry does not name it, then the harness's own."""
+    module = student_interface.load()
+    names = [arch for arch, class_name in ARCHS.items() if callable(getattr(module, class_name, None))]
+    default = getattr(module, "default_model", None)
+    if default is not None and arch_of(default) not in names:
+        names.append(arch_of(default))
+    return names + list(HARNESS_ARCHS)
+
+
+def find_fitting_arch(state_dict, num_classes, skip=()):
+    """The first of candidate_archs() whose network has exactly `state_dict`'s names and shapes, or None."""
+    for arch in candidate_archs():
+        if arch in skip:
+            continue
+        try:
+            _, model = build_model(arch, num_classes)
+        except UserError:  # a constructor that cannot be built here is no candidate
+            continue
+        if checkpoints.fits(model, state_dict):
+            return arch
+    return None
+
+
+def model_for_checkpoint(checkpoint, arch, num_classes, use_custom_conv=False, flag="--resume"):
+    """(arch, network, note) whose weights checkpoint.state_dict fits, for -e, -a, training --resume and
+    predict.py; `note` is a line to print (or None).
+
+    `arch` is the --arch given (or None). A checkpoint that names its network (ours) must fit it. One that
+    only hints (the 2019 harness's model_arch, always 'simplenet') or names nothing is tried as the hint,
+    or default_model, and otherwise as whichever network of the student's file fits its weights.
+    Raises CheckpointError (one line, with up to five mismatches) when nothing fits.
+    """
+    if arch and checkpoint.arch and arch != checkpoint.arch:
+        raise checkpoints.CheckpointError(f"{flag}: {checkpoint.path} holds a '{checkpoint.arch}' checkpoint, "
+                                          f"not --arch '{arch}'")
+    hint = checkpoint.arch_hint if checkpoint.arch_hint in candidate_archs() else None
+    wanted = arch or checkpoint.arch or hint
+    name, model = build_model(wanted, num_classes, use_custom_conv, pretrained=False)
+    problems = checkpoints.mismatches(model, checkpoint.state_dict)
+    if not problems:
+        return name, model, None
+    fitting = find_fitting_arch(checkpoint.state_dict, num_classes, skip=(name,))
+    if fitting is not None and not (arch or checkpoint.arch):
+        said = f"its model_arch says '{checkpoint.arch_hint}'" if checkpoint.arch_hint else "it names no network"
+        note = (f"=> {checkpoint.path}: {said}, but its weights fit --arch {fitting} "
+                f"({ARCHS.get(fitting, fitting)}): building that")
+        name, model = build_model(fitting, num_classes, use_custom_conv, pretrained=False)
+        return name, model, note
+    where = f"they fit --arch {fitting}" if fitting else f"they fit no network of {student_interface.FILE_NAME}"
+    raise checkpoints.CheckpointError(
+        f"{flag}: the weights in {checkpoint.path} do not fit {name} ({ARCHS.get(name, name)}): "
+        f"{checkpoints.summarize(problems)}; {where}")
 
 
 def reset_to_pytorch_init_(model):

@@ -22,18 +22,19 @@ from pathlib import Path
 
 import torch
 
-import main as driver  # the training driver: its device and data-folder helpers
-import score
+import checkpoints
+import custom_dataloader
+import custom_transforms
 import devices
+import loaders
 import models
+import score
 import utils
 from utils import UserError
 
 MODEL_NAME = "model.pth.tar"
 TEST_PREDICTIONS = "predictions_test.txt"
 VAL_PREDICTIONS = "predictions_val.txt"
-# What only a resumed training run needs; the challenge model keeps the rest (arch, state_dict, ...).
-TRAINING_ONLY_KEYS = ("optimizer", "scaler", "rng")
 
 
 def get_args_parser():
@@ -57,11 +58,6 @@ def get_args_parser():
 # ---------------------------------------------------------------------------------------------------
 
 
-def challenge_checkpoint(checkpoint):
-    """The checkpoint without the training-only states; still loadable by main.py -e/-a and predict.py."""
-    return {key: value for key, value in checkpoint.items() if key not in TRAINING_ONLY_KEYS}
-
-
 def serialize(state):
     """The bytes torch.save writes for `state`."""
     buffer = io.BytesIO()
@@ -76,9 +72,6 @@ def serialize(state):
 
 def load_split(root, split, num_classes):
     """MiniPlacesLoader of `split` with the validation transforms (Scale 160, as main.py evaluates)."""
-    import custom_dataloader
-    import custom_transforms
-
     return custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split=split,
                                               transforms=custom_transforms.get_val_transforms())
 
@@ -104,8 +97,7 @@ def format_predictions(names, top5):
 
 def predict_split(model, dataset, device, batch_size, workers, flip_average):
     """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         pin_memory=device.type == "cuda")
+    loader = loaders.eval_loader(dataset, workers, device, batch_size=batch_size)
     top5 = predict_top5(model, loader, device, flip_average)
     names = [name for name, _ in dataset.samples]
     return dict(zip(names, top5.tolist())), format_predictions(names, top5)
@@ -114,22 +106,23 @@ def predict_split(model, dataset, device, batch_size, workers, flip_average):
 def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=100, workers=4,
                     flip_average=True, log=print):
     """Write the challenge model and both prediction files into out_dir; returns the val errors."""
-    checkpoint = utils.load_checkpoint(checkpoint_path, flag="--resume")
+    checkpoint = checkpoints.read(checkpoint_path, "--resume")
+    checkpoints.check_finite(checkpoint, "--resume")
     out_dir = Path(out_dir)
-    model_bytes = serialize(challenge_checkpoint(checkpoint))
-    models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
-
-    root = driver.check_data_folder(data_folder)
-    num_classes = driver.count_classes(root)
-    trained_classes = checkpoint.get("num_classes", num_classes)
-    if trained_classes != num_classes:
-        raise UserError(f"--resume: {checkpoint_path} was trained on {trained_classes} classes but "
+    root = loaders.check_data_folder(data_folder)
+    num_classes = loaders.count_classes(root)
+    if checkpoint.num_classes not in (None, num_classes):
+        raise UserError(f"--resume: {checkpoint_path} was trained on {checkpoint.num_classes} classes but "
                         f"{root} has {num_classes}")
     if num_classes < score.NUM_GUESSES:
         raise UserError(f"{root}: {num_classes} classes; the challenge needs at least {score.NUM_GUESSES}")
     # nn.Conv2d whatever conv op it was trained with: both share one state_dict.
-    model = driver.build_model(checkpoint["arch"], False, num_classes, checkpoint_path=checkpoint_path)
-    driver.load_weights(model, checkpoint, checkpoint_path)
+    arch, model, note = models.model_for_checkpoint(checkpoint, None, num_classes)
+    if note:
+        log(note)
+    checkpoints.load_weights(model, checkpoint)
+    model_bytes = serialize(checkpoints.model_only(checkpoint, arch))
+    models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
     model = model.to(device).eval()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +145,8 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     utils.atomic_write(out_dir / MODEL_NAME, lambda f: f.write(model_bytes))
     utils.write_text(out_dir / TEST_PREDICTIONS, test_text)
     utils.write_text(out_dir / VAL_PREDICTIONS, val_text)
-    log(f"=> {out_dir / MODEL_NAME} ({len(model_bytes) / 2**20:.2f} MiB, {checkpoint['arch']} after epoch "
-        f"{checkpoint.get('epoch')}), {out_dir / TEST_PREDICTIONS}, {out_dir / VAL_PREDICTIONS}")
+    log(f"=> {out_dir / MODEL_NAME} ({len(model_bytes) / 2**20:.2f} MiB, {arch} after epoch "
+        f"{checkpoint.epoch}), {out_dir / TEST_PREDICTIONS}, {out_dir / VAL_PREDICTIONS}")
     log(f"val error ({'image + flip averaged' if flip_average else 'image only'}):")
     log(score.format_error_table(errors, len(truth)))
     return errors

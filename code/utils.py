@@ -1,4 +1,5 @@
-"""Shared helpers: repository paths and the error type for user mistakes.
+"""Shared helpers: the 2019 starter's (resize_image, load_image, save_image, AverageMeter), repository
+paths and the error type for user mistakes.
 
 Default paths are resolved from this file's location, never the working directory, so the scripts
 work both from the repository root (`python code/main.py data`) and from `code/` (`python main.py ../data`).
@@ -11,14 +12,13 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from PIL import Image, ImageOps
 
 CODE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CODE_DIR.parent
@@ -48,21 +48,65 @@ def print_user_error(exc):
 
 
 # ---------------------------------------------------------------------------------------------------
+# The 2019 starter's image helpers, on Pillow instead of OpenCV (student files import them)
+# ---------------------------------------------------------------------------------------------------
+
+# OpenCV's interpolation codes, which 2019 code passes (cv2.INTER_NEAREST ... cv2.INTER_LANCZOS4), as
+# Pillow filters. Pillow's BOX filter averages the source pixels each output pixel covers, which is what
+# INTER_AREA does when shrinking.
+CV2_INTERPOLATIONS = {0: Image.NEAREST, 1: Image.BILINEAR, 2: Image.BICUBIC, 3: Image.BOX, 4: Image.LANCZOS}
+
+
+def load_image(filename):
+    """The image in `filename` as an (H, W, 3) uint8 RGB array, upright (EXIF orientation applied).
+
+    As the 2019 helper (which used cv2.imread and turned BGR into RGB). Raises OSError when the file
+    is missing or not an image.
+    """
+    with Image.open(filename) as image:
+        image = ImageOps.exif_transpose(image)
+        return np.asarray(image.convert("RGB"))
+
+
+def resize_image(img, new_size, interpolation):
+    """Resize an (H, W[, C]) uint8 array to new_size = (width, height), as the 2019 helper (cv2.resize).
+
+    interpolation: an OpenCV code (cv2.INTER_NEAREST = 0, INTER_LINEAR = 1, INTER_CUBIC = 2,
+    INTER_AREA = 3, INTER_LANCZOS4 = 4). Returns an (height, width[, C]) uint8 array.
+    Raises ValueError for another code or a size that is not two positive ints.
+    """
+    if interpolation not in CV2_INTERPOLATIONS:
+        raise ValueError(f"interpolation must be an OpenCV code 0-4 (cv2.INTER_NEAREST ... INTER_LANCZOS4), "
+                         f"got {interpolation!r}")
+    width, height = (int(v) for v in new_size)
+    if width < 1 or height < 1:
+        raise ValueError(f"new_size must be (width, height) of positive ints, got {new_size!r}")
+    image = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
+    return np.asarray(image.resize((width, height), CV2_INTERPOLATIONS[interpolation]))
+
+
+def save_image(filename, img):
+    """Write an (H, W[, 3]) uint8 RGB array to `filename` (format from its suffix), atomically."""
+    path = Path(filename)
+    image = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
+    file_format = Image.registered_extensions().get(path.suffix.lower())
+    if file_format is None:
+        raise ValueError(f"{path}: unknown image file suffix '{path.suffix}'")
+    atomic_write(path, lambda f: image.save(f, format=file_format))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Training helpers (main.py, engine.py, bench/)
 # ---------------------------------------------------------------------------------------------------
 
-CHECKPOINT_NAME = "checkpoint.pth.tar"
-BEST_NAME = "model_best.pth.tar"
-
-
 class AverageMeter:
-    """The current value and running average of a metric, printed as `name val (avg)`.
+    """The current value and running average of a metric, printed as `name val (avg)` (the 2019 helper).
 
     `update` accepts Python numbers or 0-d tensors. A tensor stays on its device until the meter is
     read or printed, so a GPU run syncs with the host only when it logs, not every iteration.
     """
 
-    def __init__(self, name, fmt=":f"):
+    def __init__(self, name="", fmt=":f"):
         self.name = name
         self.fmt = fmt
         self.reset()
@@ -80,14 +124,6 @@ class AverageMeter:
     @property
     def avg(self):
         return float(self.sum) / self.count if self.count else 0.0
-
-    def all_reduce(self, device):
-        """Sum and count over all processes, so every rank reads the global average."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        totals = torch.tensor([float(self.sum), float(self.count)], dtype=torch.float64, device=device)
-        dist.all_reduce(totals)
-        self.sum, self.count = totals[0].item(), int(totals[1].item())
 
     def __str__(self):
         fmtstr = "{name} {val" + self.fmt + "} ({avg" + self.fmt + "})"
@@ -147,40 +183,6 @@ def save_figure(fig, path, dpi=120):
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
-def save_checkpoint(state, run_dir, is_best):
-    """Write `state` to run_dir/checkpoint.pth.tar, and copy it to model_best.pth.tar if `is_best`."""
-    run_dir = Path(run_dir)
-    last = run_dir / CHECKPOINT_NAME
-    atomic_write(last, lambda f: torch.save(state, f))
-    if is_best:
-        with open(last, "rb") as src:
-            atomic_write(run_dir / BEST_NAME, lambda f: shutil.copyfileobj(src, f))
-    return last
-
-
-def load_checkpoint(path, flag="--resume"):
-    """Load a checkpoint written by save_checkpoint on the CPU, with weights_only=True.
-
-    Raises UserError naming `flag` and the file when it is missing, unreadable or not a checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{flag}: no checkpoint file at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated or foreign file
-        if "Weights only load failed" in str(exc):
-            # torch's message here is a page of advice about pickles; the gist fits in one line.
-            reason = "not a torch checkpoint, or it holds more than tensors and plain data"
-        else:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            reason = first_line.split(". ")[0][:120]
-        raise UserError(f"{flag}: {path} is not a readable checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or not {"arch", "state_dict"} <= checkpoint.keys():
-        raise UserError(f"{flag}: {path} is not a checkpoint of main.py (no 'arch' and 'state_dict')")
-    return checkpoint
 
 
 def get_rng_state():

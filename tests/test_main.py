@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import checkpoints
 import custom_dataloader
 import custom_transforms
 import demo_data
@@ -100,7 +101,7 @@ def val_batches(data):
 
 
 def test_training_writes_a_complete_checkpoint(trained_run, tiny_data):
-    checkpoint = torch.load(trained_run / utils.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(trained_run / checkpoints.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
     assert {"epoch", "arch", "conv_op", "num_classes", "classes", "state_dict", "best_acc1", "optimizer",
             "scaler", "rng", "args"} <= checkpoint.keys()
     assert (checkpoint["epoch"], checkpoint["arch"], checkpoint["conv_op"]) == (EPOCHS, "simplenet", "Conv2d")
@@ -114,7 +115,7 @@ def test_training_writes_a_complete_checkpoint(trained_run, tiny_data):
     assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
     assert all(METRIC_KEYS <= m.keys() and m["device"] == "cpu" and m["peak_mem_mib"] > 0 for m in metrics)
     assert checkpoint["best_acc1"] == max(m["val_top1"] for m in metrics)
-    best = torch.load(trained_run / utils.BEST_NAME, map_location="cpu", weights_only=True)
+    best = torch.load(trained_run / checkpoints.BEST_NAME, map_location="cpu", weights_only=True)
     assert metrics[best["epoch"] - 1]["val_top1"] == checkpoint["best_acc1"]
     assert json.loads((trained_run / "args.json").read_text())["epochs"] == EPOCHS
     assert not list(trained_run.glob(".*tmp*"))  # no temporaries left behind
@@ -137,9 +138,11 @@ def test_tensorboard_tags_and_steps(trained_run):
     for k in ("1", "5"):
         for series in ("train", "val"):
             points = scalars(trained_run / f"data_top{k}_accuracy_{series}", f"data/top{k}_accuracy")
-            assert points == [(m["epoch"], pytest.approx(m[f"{series}_top{k}"], rel=1e-6)) for m in metrics]
-    for tag in ("perf/epoch_minutes", "perf/images_per_s", "perf/peak_mem_mib"):
-        assert [s for s, _ in scalars(trained_run, tag)] == list(range(EPOCHS))
+            # x = the 1-based epoch, as the 2019 harness logged it.
+            assert points == [(m["epoch"] + 1, pytest.approx(m[f"{series}_top{k}"], rel=1e-6)) for m in metrics]
+    # Once per epoch, at the global iteration where the epoch ends (the training loss's axis).
+    for tag in ("data/validation_loss", "perf/epoch_minutes", "perf/images_per_s", "perf/peak_mem_mib"):
+        assert [s for s, _ in scalars(trained_run, tag)] == [(e + 1) * ITERS for e in range(EPOCHS)]
 
 
 def test_resumed_run_matches_the_uninterrupted_one(trained_run, tiny_data, tmp_path, capsys, monkeypatch):
@@ -156,14 +159,14 @@ def test_resumed_run_matches_the_uninterrupted_one(trained_run, tiny_data, tmp_p
     monkeypatch.setattr(engine, "train_one_epoch", killed_in_epoch_1)
     code, _, err = run_main(train_argv(tiny_data, logdir, "resumed"), capsys)
     assert code == 130 and "--resume" in err
-    checkpoint_path = logdir / "resumed" / utils.CHECKPOINT_NAME
+    checkpoint_path = logdir / "resumed" / checkpoints.CHECKPOINT_NAME
     assert torch.load(checkpoint_path, weights_only=True)["epoch"] == 1
 
     monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
     code, out, _ = run_main(train_argv(tiny_data, logdir, "resumed", "--resume", checkpoint_path), capsys)
     assert code == 0 and "epochs 1..1" in out
     resumed = torch.load(checkpoint_path, weights_only=True)
-    reference = torch.load(trained_run / utils.CHECKPOINT_NAME, weights_only=True)
+    reference = torch.load(trained_run / checkpoints.CHECKPOINT_NAME, weights_only=True)
     assert resumed["epoch"] == EPOCHS
     for name, tensor in reference["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
@@ -180,7 +183,7 @@ def test_resumed_run_matches_the_uninterrupted_one(trained_run, tiny_data, tmp_p
 
 def test_evaluate_with_saliency_maps(trained_run, tiny_data, tmp_path, capsys):
     logdir = tmp_path / "logs"
-    argv = [tiny_data, "-e", "-v", "--resume", trained_run / utils.CHECKPOINT_NAME, "-j", "0",
+    argv = [tiny_data, "-e", "-v", "--resume", trained_run / checkpoints.CHECKPOINT_NAME, "-j", "0",
             "--logdir", logdir, "--run-name", "eval"]
     code, out, _ = run_main(argv, capsys)
     assert code == 0
@@ -189,7 +192,7 @@ def test_evaluate_with_saliency_maps(trained_run, tiny_data, tmp_path, capsys):
     assert result["count"] == demo_data.DEMO_NUM_CLASSES * VAL_PER_CLASS
 
     # Someone else's answer: the flip-averaged logits computed here, outside engine.py.
-    model = load_model(trained_run / utils.CHECKPOINT_NAME)
+    model = load_model(trained_run / checkpoints.CHECKPOINT_NAME)
     correct = total = 0
     with torch.no_grad():
         for images, labels in val_batches(tiny_data):
@@ -205,7 +208,7 @@ def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
     # Worth its ~10 s: the only run of -a, -v and --eps-sweep through main.py. The sweep is cut to two
     # epsilons (the loop is the same for five); each nonzero one costs 10 PGD steps over val.
     monkeypatch.setattr(main, "SWEEP_EPSILONS", (0.0, 0.1))
-    argv = [tiny_data, "-a", "-v", "--eps-sweep", "--resume", trained_run / utils.CHECKPOINT_NAME, "-j", "0"]
+    argv = [tiny_data, "-a", "-v", "--eps-sweep", "--resume", trained_run / checkpoints.CHECKPOINT_NAME, "-j", "0"]
     code, out, _ = run_main(argv, capsys)
     assert code == 0
     result = json.loads((trained_run / "attack.json").read_text())
@@ -237,7 +240,7 @@ def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, m
     assert code == 0
     (run_dir,) = logdir.iterdir()
     assert f"tensorboard --logdir {logdir}" in out
-    for name in (utils.CHECKPOINT_NAME, utils.BEST_NAME, "metrics.json", "evaluation.json", "attack.json",
+    for name in (checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME, "metrics.json", "evaluation.json", "attack.json",
                  "Image_Atten_0000.png", "Org_Image_0000.png", "Adv_Image_0000.png"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "args.json").read_text())["epochs"] == 1
@@ -250,7 +253,7 @@ def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, m
 
 @pytest.fixture
 def bad_checkpoints(trained_run, tmp_path):
-    data = (trained_run / utils.CHECKPOINT_NAME).read_bytes()
+    data = (trained_run / checkpoints.CHECKPOINT_NAME).read_bytes()
     (tmp_path / "truncated.pth.tar").write_bytes(data[: len(data) // 2])
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     return tmp_path
@@ -276,7 +279,7 @@ def bad_checkpoints(trained_run, tmp_path):
 ])
 def test_user_errors_are_one_line(argv, message, tiny_data, trained_run, bad_checkpoints, capsys):
     values = {"data": tiny_data, "missing": bad_checkpoints / "nowhere", "tmp": bad_checkpoints,
-              "ckpt": trained_run / utils.CHECKPOINT_NAME}
+              "ckpt": trained_run / checkpoints.CHECKPOINT_NAME}
     code, _, err = run_main([a.format(**values) for a in argv] + ["-j", "0", "--logdir", bad_checkpoints], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
@@ -325,7 +328,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert record["world_size"] == 2
 
     # Each rank validated half of val; the all-reduced accuracy must equal a one-process pass.
-    model = load_model(run_dir / utils.CHECKPOINT_NAME)
+    model = load_model(run_dir / checkpoints.CHECKPOINT_NAME)
     val = engine.validate(model, val_batches(tiny_data), nn.CrossEntropyLoss(), torch.device("cpu"))
     assert val["count"] == demo_data.DEMO_NUM_CLASSES * VAL_PER_CLASS
     assert record["val_top1"] == pytest.approx(val["top1"])
@@ -397,7 +400,7 @@ def test_train_step_bf16_autocast_matches_full_precision_loss():
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    utils.save_checkpoint({"arch": "simplenet", "state_dict": {"w": torch.ones(2)}}, tmp_path, is_best=True)
+    checkpoints.save({"arch": "simplenet", "state_dict": {"w": torch.ones(2)}}, tmp_path, is_best=True)
     real_save = torch.save
 
     def dies_half_way(obj, f):
@@ -406,11 +409,11 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        utils.save_checkpoint({"arch": "simplenet", "state_dict": {"w": torch.zeros(2)}}, tmp_path, is_best=True)
+        checkpoints.save({"arch": "simplenet", "state_dict": {"w": torch.zeros(2)}}, tmp_path, is_best=True)
     monkeypatch.setattr(torch, "save", real_save)
-    for name in (utils.CHECKPOINT_NAME, utils.BEST_NAME):
-        assert torch.equal(utils.load_checkpoint(tmp_path / name)["state_dict"]["w"], torch.ones(2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [utils.CHECKPOINT_NAME, utils.BEST_NAME]
+    for name in (checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME):
+        assert torch.equal(checkpoints.load_file(tmp_path / name)["state_dict"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME]
 
 
 def test_rng_state_round_trip_through_weights_only_load(tmp_path):

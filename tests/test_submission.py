@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoints
 import custom_dataloader
 import custom_transforms
 import demo_data
@@ -24,6 +25,7 @@ import models
 import predict
 import report
 import score
+import student_code
 import utils
 from utils import UserError
 
@@ -52,7 +54,7 @@ def tiny_runs(tiny_data, tmp_path_factory):
 def submission(tiny_runs, tiny_data, tmp_path_factory):
     """(out folder, val errors) of predict.py on the nn.Conv2d run's best checkpoint."""
     out = tmp_path_factory.mktemp("results")
-    errors = predict.make_submission(tiny_data, tiny_runs / "conv" / utils.BEST_NAME, out, torch.device("cpu"),
+    errors = predict.make_submission(tiny_data, tiny_runs / "conv" / checkpoints.BEST_NAME, out, torch.device("cpu"),
                                      batch_size=4, workers=0, log=lambda *a: None)
     return out, errors
 
@@ -81,8 +83,8 @@ def test_prediction_file_format(submission, tiny_data, file_name, split):
 def test_val_predictions_agree_with_flip_averaged_validation(submission, tiny_runs, tiny_data):
     """The val error table equals 100 - the accuracy engine.validate (main.py -e) measures."""
     _, errors = submission
-    checkpoint = utils.load_checkpoint(tiny_runs / "conv" / utils.BEST_NAME)
-    model = main.build_model("simplenet", False, NUM_CLASSES)
+    checkpoint = torch.load(tiny_runs / "conv" / checkpoints.BEST_NAME, weights_only=True)
+    model = student_code.SimpleNet(num_classes=NUM_CLASSES)
     model.load_state_dict(checkpoint["state_dict"])
     val_set = custom_dataloader.MiniPlacesLoader(tiny_data, num_classes=NUM_CLASSES, split="val",
                                                  transforms=custom_transforms.get_val_transforms())
@@ -95,10 +97,10 @@ def test_val_predictions_agree_with_flip_averaged_validation(submission, tiny_ru
 
 def test_challenge_model_drops_the_training_state(submission, tiny_runs):
     out, _ = submission
-    original = utils.load_checkpoint(tiny_runs / "conv" / utils.BEST_NAME)
-    model = utils.load_checkpoint(out / predict.MODEL_NAME)  # weights_only=True, as main.py -e loads it
-    assert set(predict.TRAINING_ONLY_KEYS) <= original.keys()
-    assert model.keys() == original.keys() - set(predict.TRAINING_ONLY_KEYS)
+    original = torch.load(tiny_runs / "conv" / checkpoints.BEST_NAME, weights_only=True)
+    model = torch.load(out / predict.MODEL_NAME, weights_only=True)  # as main.py -e loads it
+    assert set(checkpoints.TRAINING_ONLY_KEYS) <= original.keys()
+    assert model.keys() == original.keys() - set(checkpoints.TRAINING_ONLY_KEYS) - {"pending_record"}
     assert model["arch"] == original["arch"]
     for key, tensor in original["state_dict"].items():
         assert torch.equal(model["state_dict"][key], tensor)
@@ -116,7 +118,7 @@ def test_oversized_model_is_refused_before_anything_is_written(tiny_runs, tiny_d
                                                                capsys):
     monkeypatch.setattr(models, "MAX_MODEL_BYTES", 1_000_000)  # SimpleNet's weights take about 5 MiB
     out = tmp_path / "results"
-    code = predict.main([str(tiny_data), "--resume", str(tiny_runs / "conv" / utils.BEST_NAME),
+    code = predict.main([str(tiny_data), "--resume", str(tiny_runs / "conv" / checkpoints.BEST_NAME),
                          "--out", str(out), "--gpu", "-1", "-j", "0"])
     err = capsys.readouterr().err
     assert code == 2

@@ -1,0 +1,30 @@
+"""The harness's adversarial training batch (--adv-train), for student files that offer no
+`adversarial_training_batch` of their own (the 2019 interface has none)."""
+import torch
+
+MODES = ("mixed", "adv")
+
+
+def training_batch(model, attack, images, labels, mode="mixed"):
+    """The (images, labels) of one adversarial-training SGD step.
+
+    mode 'mixed': clean and adversarial images concatenated, (2N, 3, H, W) with labels (2N,);
+    'adv': adversarial images only, (N, 3, H, W) with labels (N,). `attack` is the student's PGDAttack:
+    an untargeted one gets the true labels, a targeted one picks its own targets. The attack runs with
+    every module in eval mode (batch-norm statistics come from the training batches alone, dropout does
+    not blur the attack's gradient), and each module's mode is restored afterwards, whatever the
+    student's perturb does itself.
+    Raises ValueError for another mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        adv = attack.perturb(model, images, None if getattr(attack, "targeted", True) else labels)
+    finally:
+        for module, training in modes:  # per module: a submodule deliberately left in eval stays so
+            module.training = training
+    if mode == "adv":
+        return adv.detach(), labels
+    return torch.cat([images.detach(), adv.detach()]), torch.cat([labels, labels])

@@ -1,0 +1,148 @@
+"""The harness's data code: checking a data folder, building the MiniPlaces datasets and their loaders,
+and `DeviceLoader`, which hands the training and evaluation loops ready batches on their device.
+
+Training images are resampled per batch on the training device: the DataLoader workers only decode
+and draw the augmentation (custom_transforms.get_train_transforms(defer=True)) and DeviceLoader renders
+the batch where the model runs (a GPU does it almost for free). A student's file that offers the Fall
+2019 `get_train_transforms(normalize)` gets its own per-image pipeline instead.
+"""
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+import custom_dataloader
+import custom_transforms
+import student_interface
+from utils import UserError
+
+VAL_BATCH_SIZE = 100
+
+
+def check_data_folder(data_folder):
+    path = Path(data_folder)
+    if not path.is_dir():
+        raise UserError(f"data folder {path} does not exist (give the MiniPlaces folder, or run --demo)")
+    return path
+
+
+def count_classes(root):
+    """Classes listed in categories.txt (else the class folders of images/train/, else MiniPlaces' 100):
+    the demo dataset has 10."""
+    root = Path(root)
+    if (root / "categories.txt").is_file():
+        return len(custom_dataloader.parse_categories(root / "categories.txt"))
+    if (root / "images" / "train").is_dir():
+        return len(custom_dataloader.class_names_from_folders(root / "images" / "train")) or 100
+    return 100
+
+
+def train_transforms():
+    """(transforms, description): the student's Fall 2019 get_train_transforms(normalize) when offered,
+    else ours, deferred to the batch."""
+    student_transforms = student_interface.optional("get_train_transforms")
+    if student_transforms is None:
+        return custom_transforms.get_train_transforms(defer=True), "deferred to the batch"
+    normalize = custom_transforms.Normalize(custom_transforms.IMAGENET_MEAN, custom_transforms.IMAGENET_STD)
+    return student_transforms(normalize), f"{student_interface.FILE_NAME}'s get_train_transforms"
+
+
+def build_datasets(data_folder, cache, train=True):
+    """(train set or None, val set); the loaders raise DataError (a UserError) on bad files."""
+    root = check_data_folder(data_folder)
+    num_classes = count_classes(root)
+    train_set = None
+    if train:
+        transforms, _ = train_transforms()
+        train_set = custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split="train",
+                                                       transforms=transforms, cache=cache)
+    val_set = custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split="val",
+                                                 transforms=custom_transforms.get_val_transforms(), cache=cache)
+    return train_set, val_set
+
+
+def train_loader(train_set, batch_size, workers, device, rank, world_size, seed):
+    """Shuffling, drop-last loader of `batch_size` images per process; reseeded every epoch (seed_epoch).
+
+    Raises UserError when the batch leaves no iteration (more images per batch than the set holds).
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=workers, pin_memory=device.type == "cuda", drop_last=True,
+                        generator=generator)
+    if len(loader) == 0:
+        raise UserError(f"a batch of {batch_size * world_size} exceeds the {len(train_set)} training images")
+    return loader
+
+
+def seed_epoch(loader, seed, epoch):
+    """Shuffle order and worker seeds of `epoch` depend on (seed, epoch) alone, so a resumed run
+    draws the same batches as an uninterrupted one."""
+    loader.generator.manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+
+
+class ShardSampler(Sampler):
+    """Indices rank, rank + world_size, ... of a dataset of `length` items.
+
+    Unlike DistributedSampler it never pads with repeated items, so sums all-reduced over the ranks
+    count every validation image exactly once.
+    """
+
+    def __init__(self, length, rank, world_size):
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self):
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def eval_loader(dataset, workers, device, rank=0, world_size=1, batch_size=VAL_BATCH_SIZE):
+    """In-order loader over this process's share of `dataset`."""
+    sampler = ShardSampler(len(dataset), rank, world_size) if world_size > 1 else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda")
+
+
+def to_device(images, target, device, memory_format=torch.contiguous_format):
+    """A batch on `device` (asynchronously from pinned memory) in `memory_format`.
+
+    `images` is an (N, 3, H, W) tensor, or the dict that a pipeline ending in DeferResample yields
+    (uint8 sources and planned warps), which is resampled and normalized here, on `device`.
+    """
+    if isinstance(images, dict):
+        images = custom_transforms.resample_batch(images, device, memory_format)
+    else:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+    if isinstance(target, torch.Tensor):
+        target = target.to(device, non_blocking=True)
+    return images, target
+
+
+class DeviceLoader:
+    """Wraps a DataLoader so that it yields (images (N, 3, H, W) normalized float32 on `device` in
+    `memory_format`, target) whatever the pipeline produced."""
+
+    def __init__(self, loader, device, channels_last=False):
+        self.loader = loader
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, target in self.loader:
+            yield to_device(images, target, self.device, self.memory_format)
+
+    @property
+    def dataset(self):
+        return self.loader.dataset

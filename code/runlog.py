@@ -1,0 +1,136 @@
+"""What a run prints and logs: the console, TensorBoard and PNG grids (`RunLog`), and the running
+averages of the training and evaluation loops (`MetricLogger`).
+
+TensorBoard layout (the assignment's tags):
+  * `data/training_loss`, `data/learning_rate` every print-freq iterations, x = global iteration;
+  * `data/top1_accuracy`, `data/top5_accuracy` with a `train` and a `val` series each, x = epoch
+    (1-based, as the 2019 harness logged them), written as torch's add_scalars lays them out: one
+    sub-run folder per series, `data_top1_accuracy_train` and so on;
+  * `data/validation_loss` and `perf/*` once per epoch, x = the global iteration at the epoch's end,
+    so the validation loss shares the training loss's axis;
+  * `Image/...` grids, x = the batch index.
+A resumed run purges what the interrupted run logged after the checkpoint: the main folder from the
+resumed global iteration, every series folder from the resumed epoch (one SessionLog.START each, which
+TensorBoard honours per folder), so after any resume each step appears once.
+"""
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import utils
+from utils import AverageMeter
+
+
+class RunLog:
+    """Console, TensorBoard and PNG output of one run; every method is a no-op when not `active`
+    (the other ranks of a distributed run, or a loop called without a log).
+
+    purge_step / purge_epoch: the global iteration and the 1-based epoch from which a resumed run
+    rewrites history (None for a new run).
+    """
+
+    def __init__(self, run_dir=None, active=False, purge_step=None, purge_epoch=None):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.active = active and run_dir is not None
+        self.purge_epoch = purge_epoch
+        self._writer = None
+        self._series_writers = {}
+        if self.active:
+            self._writer = self._summary_writer(self.run_dir, purge_step)
+
+    @staticmethod
+    def _summary_writer(folder, purge_step):
+        from torch.utils.tensorboard import SummaryWriter  # tensorboard is only needed where a run logs
+
+        return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+    def print(self, *args, **kwargs):
+        if self.active:
+            print(*args, **kwargs, flush=True)
+
+    def scalar(self, tag, value, step):
+        if self.active:
+            self._writer.add_scalar(tag, float(value), step)
+
+    def series(self, tag, values, epoch):
+        """{series name: value} under one tag at `epoch` (1-based), as SummaryWriter.add_scalars stores it."""
+        if not self.active:
+            return
+        for name, value in values.items():
+            key = f"{tag.replace('/', '_')}_{name}"
+            if key not in self._series_writers:
+                self._series_writers[key] = self._summary_writer(self.run_dir / key, self.purge_epoch)
+            self._series_writers[key].add_scalar(tag, float(value), epoch)
+
+    def text(self, tag, text):
+        if self.active:
+            self._writer.add_text(tag, text)
+
+    def image(self, tag, image, step):
+        """An image grid (3, H, W) in [0, 1] to TensorBoard under `tag` and to <run>/<name>_<step>.png."""
+        if not self.active:
+            return
+        self._writer.add_image(tag, image, step)
+        utils.save_png(image, self.run_dir / f"{tag.split('/')[-1]}_{step:04d}.png")
+
+    def flush(self):
+        for writer in self._writers():
+            writer.flush()
+
+    def close(self):
+        for writer in self._writers():
+            writer.close()
+        self._writer, self._series_writers = None, {}
+
+    def _writers(self):
+        return [w for w in (self._writer, *self._series_writers.values()) if w is not None]
+
+
+class MetricLogger:
+    """Running averages of several metrics, each weighted by its batch size, e.g.
+
+        metrics = MetricLogger(loss=("Loss", ":.4e"), top1=("Acc@1", ":6.2f"))
+        metrics.update(n=images.shape[0], loss=loss, top1=acc1)   # 0-d tensors stay on their device
+        metrics.add(images=images.shape[0])                       # a plain total
+        metrics.all_reduce(device)                                # one collective for all of them
+        metrics.averages()                                        # {"loss": ..., "top1": ..., "count": ...}
+        metrics.totals["images"]
+    """
+
+    def __init__(self, **formats):
+        self.meters = {name: AverageMeter(label, fmt) for name, (label, fmt) in formats.items()}
+        self.totals = {}
+
+    def update(self, n, **values):
+        for name, value in values.items():
+            self.meters[name].update(value, n)
+
+    def add(self, **amounts):
+        for name, amount in amounts.items():
+            self.totals[name] = self.totals.get(name, 0) + amount
+
+    @property
+    def count(self):
+        return next(iter(self.meters.values())).count if self.meters else 0
+
+    def all_reduce(self, device):
+        """Sums and counts over all processes in one all_reduce, so every rank reads the global averages."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        meters, names = list(self.meters.values()), list(self.totals)
+        values = [float(m.sum) for m in meters] + [float(m.count) for m in meters]
+        values += [float(self.totals[name]) for name in names]
+        reduced = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(reduced)
+        reduced = reduced.tolist()
+        for i, meter in enumerate(meters):
+            meter.sum, meter.count = reduced[i], int(reduced[len(meters) + i])
+        for i, name in enumerate(names):
+            self.totals[name] = reduced[2 * len(meters) + i]
+
+    def averages(self):
+        return {**{name: meter.avg for name, meter in self.meters.items()}, "count": self.count}
+
+    def __str__(self):
+        return "  ".join(str(meter) for meter in self.meters.values())
