@@ -21,7 +21,9 @@ def training_batch(model, attack, images, labels, mode="mixed"):
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        adv = attack.perturb(model, images, None if getattr(attack, "targeted", True) else labels)
+        # 2019 attacks are targeted and take perturb(model, input); an untargeted one needs the labels.
+        targeted = getattr(attack, "targeted", True)
+        adv = attack.perturb(model, images) if targeted else attack.perturb(model, images, labels)
     finally:
         for module, training in modes:  # per module: a submodule deliberately left in eval stays so
             module.training = training

@@ -350,15 +350,15 @@ def prepare_training(args, given, ctx):
     utils.seed_everything(args.seed + ctx.rank)
 
     check_context(args, ctx)
-    train_set, val_set = loaders.build_datasets(args.data_folder or utils.DEFAULT_DATA_DIR, args.cache)
+    num_classes = loaders.count_classes(loaders.check_data_folder(args.data_folder))
+    model = build_training_model(args, num_classes, checkpoint, say)
+    train_set, val_set = loaders.build_datasets(args.data_folder, args.cache)
     check_context(args, ctx, train_size=len(train_set) // ctx.world_size * ctx.world_size)
-    num_classes = len(train_set.classes)
     per_rank_batch = args.batch_size // ctx.world_size
     train_loader = loaders.train_loader(train_set, per_rank_batch, args.workers, ctx.device, ctx.rank,
                                         ctx.world_size, args.seed)
     val_loader = loaders.eval_loader(val_set, args.workers, ctx.device, ctx.rank, ctx.world_size)
 
-    model = build_training_model(args, num_classes, checkpoint, say)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(ctx.device, memory_format=memory_format)
     amp_dtype, scaler = devices.amp_settings(args.amp, ctx.device)

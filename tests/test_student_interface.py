@@ -1,0 +1,195 @@
+"""The course's interface both ways: a student's student_code.py written to the 2019 interface runs in
+our harness, and our student_code.py runs next to the 2019 starter's helpers alone.
+
+The 2019 file (tests/student_2019/student_code.py) is dropped into a temporary copy of code/, and the
+scripts run as a student runs them, in their own processes: test_conv.py, a 1-epoch training run,
+-e -v, -a -v and predict.py.
+Run: python -m pytest tests/test_student_interface.py -q
+"""
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import demo_data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STUDENT_2019 = Path(__file__).resolve().parent / "student_2019" / "student_code.py"
+# The Spring 2019 starter's utils.py helpers that student files import, written without OpenCV.
+UTILS_2019 = '''
+import numpy as np
+
+
+def resize_image(img, new_size, interpolation):
+    return img
+
+
+def load_image(filename):
+    raise NotImplementedError
+
+
+class AverageMeter(object):
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.val = self.avg = self.sum = self.count = 0
+
+    def update(self, val, n=1):
+        self.val = val
+        self.sum += val * n
+        self.count += n
+        self.avg = self.sum / self.count
+'''
+
+
+def run(script, *args, cwd):
+    """(exit code, stdout, stderr) of `python script args` in a fresh process on the CPU."""
+    result = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                            timeout=300, cwd=cwd, env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin",
+                                                       "OMP_NUM_THREADS": "2"})
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def code_2019(tmp_path_factory):
+    """A temporary copy of code/ holding the 2019 student's file instead of ours."""
+    code = tmp_path_factory.mktemp("repo") / "code"
+    shutil.copytree(REPO_ROOT / "code", code, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(STUDENT_2019, code / "student_code.py")
+    return code
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=2,
+                                       val_per_class=1, test_count=2)
+
+
+@pytest.fixture(scope="module")
+def trained_2019(code_2019, tiny_data):
+    """A 1-epoch run of the 2019 student's default_model with its own CustomConv2d: its folder."""
+    logdir = code_2019.parent / "logs"
+    code, out, err = run(code_2019 / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--seed", "0",
+                         "--use-custom-conv", "--logdir", logdir, "--run-name", "student", cwd=code_2019.parent)
+    assert code == 0, err
+    assert "=> simplenet (CustomConv2d)" in out
+    return logdir / "student"
+
+
+def test_test_conv_passes_with_the_2019_student_file(code_2019):
+    code, out, err = run(code_2019 / "test_conv.py", cwd=code_2019)
+    assert code == 0, out + err
+    assert "All passed!" in out
+
+
+def test_training_builds_default_model_and_saves_its_arch(trained_2019):
+    args = json.loads((trained_2019 / "args.json").read_text())
+    assert args["arch"] == "simplenet" and args["use_custom_conv"] is True
+    assert (trained_2019 / "model_best.pth.tar").is_file()
+
+
+def test_evaluation_with_saliency_maps(code_2019, trained_2019, tiny_data):
+    code, out, err = run(code_2019 / "main.py", tiny_data, "-e", "-v", "-j", "0", "--resume",
+                         trained_2019 / "model_best.pth.tar", cwd=code_2019.parent)
+    assert code == 0, err
+    assert json.loads((trained_2019 / "evaluation.json").read_text())["count"] == 10
+    assert (trained_2019 / "Image_Atten_0000.png").is_file()
+
+
+def test_attack_with_images(code_2019, trained_2019, tiny_data):
+    code, out, err = run(code_2019 / "main.py", tiny_data, "-a", "-v", "-j", "0", "--resume",
+                         trained_2019 / "model_best.pth.tar", cwd=code_2019.parent)
+    assert code == 0, err
+    result = json.loads((trained_2019 / "attack.json").read_text())
+    assert result["attacks"][0]["epsilon"] == 0.1 and result["count"] == 10
+    assert (trained_2019 / "Adv_Image_0000.png").is_file()
+
+
+def test_predict_writes_the_submission(code_2019, trained_2019, tiny_data, tmp_path):
+    code, out, err = run(code_2019 / "predict.py", tiny_data, "--resume", trained_2019 / "model_best.pth.tar",
+                         "--out", tmp_path, "--gpu", "-1", "-j", "0", cwd=code_2019.parent)
+    assert code == 0, err
+    assert len((tmp_path / "predictions_test.txt").read_text().splitlines()) == 2
+    assert len((tmp_path / "predictions_val.txt").read_text().splitlines()) == 10
+
+
+def test_adversarial_training_uses_the_harness_batch(code_2019, tiny_data, tmp_path):
+    # The 2019 file has no adversarial_training_batch: the harness's own runs the student's PGDAttack.
+    code, out, err = run(code_2019 / "main.py", tiny_data, "--epochs", "1", "-b", "10", "-j", "0", "--adv-train",
+                         "--adv-steps", "1", "--logdir", tmp_path, "--run-name", "adv", cwd=code_2019.parent)
+    assert code == 0, err
+    assert json.loads((tmp_path / "adv" / "args.json").read_text())["adv_train"] is True
+
+
+def test_arch_the_file_does_not_define_is_one_line(code_2019, tiny_data, tmp_path):
+    code, _, err = run(code_2019 / "main.py", tiny_data, "--arch", "customnet2", "--logdir", tmp_path,
+                       cwd=code_2019.parent)
+    assert code == 2
+    assert err.strip().splitlines() == ["error: --arch customnet2: student_code.py defines no CustomNet2 "
+                                        "(the class --arch customnet2 builds)"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    # The student's bug, not the harness's: the line and the exception are named.
+    (("    super(SimpleNet, self).__init__()\n", "    super(SimpleNet, self).__init__()\n    1 / 0\n"),
+     r"error: building SimpleNet: code/student_code.py:\d+ in __init__: ZeroDivisionError: division by zero"),
+    (("from utils import resize_image", "from utils import resize_images"),
+     r"error: cannot import student_code.py: code/student_code.py:\d+ in <module>: ImportError: cannot import "
+     r"name 'resize_images' from 'utils'"),
+])
+def test_errors_in_the_student_file_name_its_line(code_2019, tiny_data, tmp_path, edit, message):
+    broken = tmp_path / "code"
+    shutil.copytree(code_2019, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (broken / "student_code.py").read_text()
+    (broken / "student_code.py").write_text(source.replace(*edit))
+    code, _, err = run(broken / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--logdir", tmp_path,
+                       cwd=tmp_path)
+    assert code in (2, 4)
+    assert len(err.strip().splitlines()) == 1, err
+    assert __import__("re").match(message, err.strip()), err
+
+
+def test_a_students_bug_while_training_is_one_line(code_2019, tiny_data, tmp_path):
+    broken = tmp_path / "code"
+    shutil.copytree(code_2019, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (broken / "student_code.py").read_text()
+    # A 2019 habit on a machine without a GPU: moving tensors to CUDA inside forward.
+    source = source.replace("    x = self.avgpool(self.features(x))", "    x = self.avgpool(self.features(x.cuda()))")
+    (broken / "student_code.py").write_text(source)
+    code, _, err = run(broken / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--logdir", tmp_path,
+                       cwd=tmp_path)
+    assert code == 4
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: code/student_code.py:") and " in forward: " in line
+    assert line.endswith("(an error in the student's code)")
+
+
+def test_our_student_code_runs_beside_the_2019_helpers_alone(tmp_path):
+    """Our student_code.py in a folder with nothing of ours but a 2019-style utils.py, called as the
+    2019 harness calls it."""
+    shutil.copy(REPO_ROOT / "code" / "student_code.py", tmp_path / "student_code.py")
+    (tmp_path / "utils.py").write_text(UTILS_2019)
+    harness_2019 = textwrap.dedent("""
+        import torch, torch.nn as nn
+        from student_code import (default_model, default_attack, default_attention, default_visfunction,
+                                  CustomConv2d, CustomConv2DFunction)
+        criterion = nn.CrossEntropyLoss()
+        model = default_model(conv_op=CustomConv2d, num_classes=100)
+        images, labels = torch.randn(2, 3, 128, 128), torch.tensor([1, 2])
+        loss = criterion(model(images), labels)
+        loss.backward()
+        model.eval()
+        adv = default_attack(criterion).perturb(model, images)
+        saliency = default_attention(criterion).explain(model, images)
+        grid = default_visfunction(images, vis_output=saliency)
+        print(tuple(adv.shape), tuple(saliency.shape), tuple(grid.shape), CustomConv2DFunction.__name__)
+    """)
+    (tmp_path / "harness_2019.py").write_text(harness_2019)
+    code, out, err = run(tmp_path / "harness_2019.py", cwd=tmp_path)
+    assert code == 0, err
+    assert out.split("CustomConv2DFunction")[0].strip() == "(2, 3, 128, 128) (2, 1, 128, 128) (3, 132, 262)"
