@@ -1,0 +1,270 @@
+"""Checkpoints of every kind users have, through main.py -e, training --resume and predict.py.
+
+Each kind holds the same seeded SimpleNet weights, so every one must give the accuracy that the test
+computes itself with the plain network. Written by the tests: ours, the 2019 harness's (legacy
+serialization, tensors tagged as saved on a GPU, model_best without optimizer), DataParallel and
+torch.compile state_dicts, another script's dict with argparse.Namespace and NumPy values; and the
+refusals: pickled objects, non-finite weights, weights that fit no network.
+Run: python -m pytest tests/test_checkpoints.py -q
+"""
+import argparse
+import contextlib
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch import serialization
+
+import checkpoints
+import custom_dataloader
+import custom_transforms
+import demo_data
+import main
+import models
+import predict
+import student_code
+
+NUM_CLASSES = demo_data.DEMO_NUM_CLASSES
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=2,
+                                       val_per_class=1, test_count=2)
+
+
+@pytest.fixture(scope="module")
+def network():
+    torch.manual_seed(0)
+    return student_code.SimpleNet(num_classes=NUM_CLASSES).eval()
+
+
+@pytest.fixture(scope="module")
+def expected_top1(network, tiny_data):
+    """Flip-averaged val top-1 of `network`, computed here without the harness's loops."""
+    val_set = custom_dataloader.MiniPlacesLoader(tiny_data, num_classes=NUM_CLASSES, split="val",
+                                                 transforms=custom_transforms.get_val_transforms())
+    images, labels = zip(*[val_set[i] for i in range(len(val_set))])
+    images, labels = torch.stack(images), torch.tensor(labels)
+    with torch.no_grad():
+        logits = network(images) + network(images.flip(3))
+    return 100.0 * (logits.argmax(1) == labels).float().mean().item()
+
+
+@contextlib.contextmanager
+def saved_as_on_a_gpu():
+    """torch.save tags every CPU tensor 'cuda:0', as a GPU machine writes it (loading it needs map_location)."""
+    def tag(obj):
+        return "cuda:0" if getattr(obj, "device", None) is not None and obj.device.type == "cpu" else None
+
+    serialization.register_package(0, tag, lambda obj, location: None)
+    try:
+        yield
+    finally:
+        serialization._package_registry[:] = [entry for entry in serialization._package_registry
+                                              if entry[1] is not tag]
+
+
+def sgd_state(model):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    optimizer.step()
+    model.zero_grad()
+    return optimizer.state_dict()
+
+
+def write_kinds(network, folder):
+    """{kind: path} of the same weights in every format that must load."""
+    folder.mkdir(exist_ok=True)
+    state = network.state_dict()
+    copy = student_code.SimpleNet(num_classes=NUM_CLASSES)
+    copy.load_state_dict(state)
+    paths = {}
+
+    paths["ours"] = folder / "ours.pth.tar"
+    torch.save({"epoch": 2, "arch": "simplenet", "conv_op": "Conv2d", "num_classes": NUM_CLASSES, "classes": None,
+                "state_dict": state, "best_acc1": 10.0, "args": {"seed": 0}}, paths["ours"])
+    paths["2019"] = folder / "checkpoint_2019.pth.tar"
+    with saved_as_on_a_gpu():  # the 2019 harness saved from the GPU, in the pre-1.6 serialization
+        torch.save({"epoch": 3, "model_arch": "simplenet", "state_dict": state, "best_acc1": torch.tensor(12.5),
+                    "optimizer": sgd_state(copy)}, paths["2019"], _use_new_zipfile_serialization=False)
+    paths["2019 model_best"] = folder / "model_best_2019.pth.tar"
+    torch.save({"epoch": 3, "model_arch": "simplenet", "state_dict": state, "best_acc1": torch.tensor(12.5)},
+               paths["2019 model_best"])
+    paths["DataParallel"] = folder / "dataparallel.pth"
+    torch.save(nn.DataParallel(copy).state_dict(), paths["DataParallel"])
+    paths["torch.compile"] = folder / "compiled.pth"
+    torch.save({"state_dict": torch.compile(copy).state_dict()}, paths["torch.compile"])
+    paths["other script"] = folder / "other.pt"
+    torch.save({"model_state_dict": state, "epoch": np.int64(7), "best_acc": np.float64(12.5),
+                "args": argparse.Namespace(lr=0.1, arch="simplenet"), "history": np.arange(3.0)},
+               paths["other script"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def kinds(network, tmp_path_factory):
+    return write_kinds(network, tmp_path_factory.mktemp("checkpoints"))
+
+
+def run_main(argv, capsys):
+    code = main.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_formats_really_differ(kinds):
+    keys = {kind: set(torch.load(path, map_location="cpu", weights_only=False).keys())
+            for kind, path in kinds.items()}
+    assert all(key.startswith("module.") for key in keys["DataParallel"])
+    assert next(iter(torch.load(kinds["torch.compile"], weights_only=True)["state_dict"])).startswith("_orig_mod.")
+    with open(kinds["2019"], "rb") as f:
+        assert f.read(2) != b"PK"  # not a zip: the legacy serialization
+    with pytest.raises(RuntimeError, match="CUDA"):  # saved as on a GPU: plain loading needs CUDA
+        torch.load(kinds["2019"], weights_only=True)
+    # Plain weights_only loading refuses the other script's Namespace and NumPy values.
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(kinds["other script"], weights_only=True)
+
+
+@pytest.mark.parametrize("kind", ["ours", "2019", "2019 model_best", "DataParallel", "torch.compile",
+                                  "other script"])
+def test_every_kind_evaluates_to_the_same_accuracy(kind, kinds, tiny_data, expected_top1, tmp_path, capsys):
+    code, out, err = run_main([tiny_data, "-e", "-j", "0", "--resume", kinds[kind], "--logdir", tmp_path,
+                               "--run-name", "eval"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["top1"] == pytest.approx(expected_top1)
+    assert "=> " in out and "simplenet after epoch" in out
+
+
+def test_read_normalizes_the_2019_checkpoint(kinds):
+    checkpoint = checkpoints.read(kinds["2019"])
+    assert (checkpoint.kind, checkpoint.arch, checkpoint.arch_hint) == ("2019 harness", None, "simplenet")
+    assert (checkpoint.epoch, checkpoint.best_acc1, checkpoint.num_classes) == (3, 12.5, NUM_CLASSES)
+    assert checkpoint.lacks() == ["GradScaler state", "RNG states", "arguments"]
+    assert checkpoints.read(kinds["2019 model_best"]).lacks()[0] == "optimizer state"
+    other = checkpoints.read(kinds["other script"])
+    assert (other.epoch, other.best_acc1, other.args) == (7, 12.5, {"lr": 0.1, "arch": "simplenet"})
+
+
+def test_training_resumes_a_2019_checkpoint_from_its_epoch(kinds, tiny_data, tmp_path, capsys):
+    code, out, err = run_main([tiny_data, "--resume", kinds["2019"], "--epochs", "4", "-b", "10", "-j", "0",
+                               "--lr", "0.01", "--seed", "0", "--logdir", tmp_path, "--run-name", "resumed"], capsys)
+    assert code == 0, err
+    assert "epochs 3..3" in out
+    assert re.search(r"a 2019 harness checkpoint, epoch 3\) lacks GradScaler state, RNG states, arguments: "
+                     r"continuing with a fresh GradScaler, RNGs seeded from --seed 0, this command line", out)
+    resumed = checkpoints.read(tmp_path / "resumed" / checkpoints.CHECKPOINT_NAME)
+    assert (resumed.kind, resumed.arch, resumed.epoch) == ("main.py", "simplenet", 4)
+    assert [m["epoch"] for m in json.loads((tmp_path / "resumed" / "metrics.json").read_text())] == [3]
+
+
+def test_a_model_best_without_optimizer_says_so(kinds, tiny_data, tmp_path, capsys):
+    code, out, _ = run_main([tiny_data, "--resume", kinds["2019 model_best"], "--epochs", "4", "-b", "10", "-j", "0",
+                             "--seed", "0", "--logdir", tmp_path, "--run-name", "best"], capsys)
+    assert code == 0
+    assert "lacks optimizer state, GradScaler state, RNG states, arguments: continuing with a fresh SGD" in out
+
+
+@pytest.fixture
+def other_network_file(tmp_path):
+    """CustomNet-2's weights under the 2019 harness's model_arch 'simplenet'."""
+    _, model = models.build_model("customnet2", NUM_CLASSES)
+    path = tmp_path / "customnet2_2019.pth.tar"
+    torch.save({"epoch": 1, "model_arch": "simplenet", "state_dict": model.state_dict(),
+                "best_acc1": torch.tensor(0.0)}, path)
+    return path
+
+
+def test_model_arch_is_not_trusted_when_the_weights_fit_another_network(other_network_file, tiny_data, tmp_path,
+                                                                          capsys):
+    code, out, err = run_main([tiny_data, "-e", "-j", "0", "--resume", other_network_file, "--logdir", tmp_path],
+                              capsys)
+    assert code == 0, err
+    assert (f"=> {other_network_file}: its model_arch says 'simplenet', but its weights fit --arch customnet2 "
+            "(CustomNet2): building that") in out
+
+
+def test_a_given_arch_that_does_not_fit_names_the_one_that_does(other_network_file, tiny_data, tmp_path, capsys):
+    code, _, err = run_main([tiny_data, "-e", "-j", "0", "--resume", other_network_file, "--arch", "simplenet",
+                             "--logdir", tmp_path], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: --resume: the weights in {other_network_file} do not fit simplenet (SimpleNet): ")
+    assert err.strip().endswith("; they fit --arch customnet2")
+
+
+def test_weights_that_fit_nothing_list_five_problems(tiny_data, tmp_path, capsys):
+    path = tmp_path / "foreign.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3), "fc.weight": torch.zeros(NUM_CLASSES, 7),
+                "fc.bias": torch.zeros(NUM_CLASSES)}, path)
+    code, _, err = run_main([tiny_data, "-e", "-j", "0", "--resume", path, "--logdir", tmp_path], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    problems = err.split("do not fit simplenet (SimpleNet): ")[1].split("; they fit")[0].split("; ")
+    assert problems[:5] == ["missing features.0.weight", "missing features.0.bias", "missing features.3.weight",
+                            "missing features.3.bias", "missing features.5.weight"]
+    assert re.fullmatch(r"and \d+ more", problems[5])
+    assert err.strip().endswith("they fit no network of student_code.py")
+
+
+def test_pickled_objects_stay_refused(network, tiny_data, tmp_path, capsys):
+    # A whole pickled module, and a dict smuggling a callable: loading either would run code.
+    torch.save(network, tmp_path / "module.pth")
+    torch.save({"state_dict": network.state_dict(), "hook": os.getcwd}, tmp_path / "callable.pth")
+    for name in ("module.pth", "callable.pth"):
+        code, _, err = run_main([tiny_data, "-e", "-j", "0", "--resume", tmp_path / name, "--logdir", tmp_path],
+                                capsys)
+        assert code == 2
+        assert err.strip() == (f"error: --resume: {tmp_path / name} is not a readable checkpoint (not a torch "
+                               "checkpoint, or it holds objects other than tensors and plain data)")
+
+
+@pytest.fixture
+def nan_checkpoint(network, tmp_path):
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    state["features.3.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.pth.tar"
+    torch.save({"epoch": 1, "arch": "simplenet", "conv_op": "Conv2d", "num_classes": NUM_CLASSES, "classes": None,
+                "state_dict": state, "best_acc1": 0.0, "args": {}}, path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["-e", "-a"])
+def test_non_finite_weights_are_refused_by_eval_and_attack(nan_checkpoint, tiny_data, tmp_path, capsys, mode):
+    code, _, err = run_main([tiny_data, mode, "-j", "0", "--resume", nan_checkpoint, "--logdir", tmp_path], capsys)
+    assert code == 2
+    assert err.strip() == (f"error: --resume: the weights in {nan_checkpoint} are not finite (NaN or inf in "
+                           "features.3.weight): the run that wrote it had diverged")
+
+
+def test_non_finite_weights_are_refused_by_predict(nan_checkpoint, tiny_data, tmp_path, capsys):
+    code = predict.main([str(tiny_data), "--resume", str(nan_checkpoint), "--out", str(tmp_path / "results"),
+                         "--gpu", "-1", "-j", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "are not finite (NaN or inf in features.3.weight)" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_save_refuses_non_finite_state_and_keeps_the_last_file(tmp_path):
+    checkpoints.save({"epoch": 1, "state_dict": {"w": torch.ones(2)}}, tmp_path, is_best=True)
+    momentum = {"state": {0: {"momentum_buffer": torch.tensor([1.0, float("inf")])}}, "param_groups": []}
+    for bad in ({"epoch": 2, "state_dict": {"w": torch.tensor([1.0, float("nan")])}},
+                {"epoch": 2, "state_dict": {"w": torch.ones(2)}, "optimizer": momentum}):
+        with pytest.raises(checkpoints.NonFiniteError, match="not writing a checkpoint of epoch 2: NaN or inf in"):
+            checkpoints.save(bad, tmp_path, is_best=True)
+    for name in (checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME):
+        assert checkpoints.read(tmp_path / name).epoch == 1
+
+
+def test_wrapper_prefixes_are_stripped_in_any_nesting():
+    weights = {"fc.weight": torch.zeros(1)}
+    for prefix in ("module.", "_orig_mod.", "_orig_mod.module.", "module._orig_mod."):
+        wrapped = {prefix + key: value for key, value in weights.items()}
+        assert list(checkpoints.strip_wrapper_prefixes(wrapped)) == ["fc.weight"]
+    # A prefix that only some keys share is part of the names.
+    mixed = {"module.a": torch.zeros(1), "b": torch.zeros(1)}
+    assert checkpoints.strip_wrapper_prefixes(mixed) == mixed
