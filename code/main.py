@@ -85,7 +85,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class TrainingDiverged(UserError):
+class EveryRankError(UserError):
+    """An error every process of a torchrun raises alike (a flag against the run's context, a diverged
+    run): only rank 0 prints it."""
+
+
+class TrainingDiverged(EveryRankError):
     """The run stopped on a non-finite loss or non-finite weights; the message says what to try."""
 
 
@@ -220,11 +225,11 @@ def check_context(args, ctx, train_size=None):
     """
     if ctx.world_size > 1 and args.batch_size % ctx.world_size:
         low = max(ctx.world_size, args.batch_size // ctx.world_size * ctx.world_size)
-        raise UserError(f"-b/--batch-size {args.batch_size} does not split evenly over the {ctx.world_size} "
+        raise EveryRankError(f"-b/--batch-size {args.batch_size} does not split evenly over the {ctx.world_size} "
                         f"processes of this torchrun: give a multiple of {ctx.world_size} "
                         f"(e.g. {low} or {low + ctx.world_size})")
     if train_size is not None and args.batch_size > train_size:
-        raise UserError(f"-b/--batch-size {args.batch_size} exceeds the {train_size} training images")
+        raise EveryRankError(f"-b/--batch-size {args.batch_size} exceeds the {train_size} training images")
     cores = max(1, (os.cpu_count() or 1) // devices.local_process_count())
     if args.workers > cores:
         if ctx.is_main:
@@ -517,7 +522,7 @@ def finish_epoch(run, epoch, record):
     run.best_acc1 = max(run.best_acc1, val["top1"])
     record = {**record, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
     run.metrics.append(record)
-    log_epoch(run.log, record, (epoch + 1) * run.iters)
+    log_epoch(run.log, record, (epoch + 1) * run.iters - 1)
     save_epoch(run, epoch, record, validated=True, is_best=is_best)
     if run.ctx.is_main:
         utils.write_json(run.metrics, run.run_dir / "metrics.json")
@@ -528,7 +533,8 @@ def finish_epoch(run, epoch, record):
 
 
 def log_epoch(log, record, step):
-    """Per-epoch TensorBoard scalars: the accuracy series at the 1-based epoch, the rest at `step`."""
+    """Per-epoch TensorBoard scalars: the accuracy series at the 1-based epoch, the rest at `step`, the
+    global iteration of the epoch's last step (a resume purges from the next one on)."""
     epoch = record["epoch"] + 1
     log.series("data/top1_accuracy", {"train": record["train_top1"], "val": record["val_top1"]}, epoch)
     log.series("data/top5_accuracy", {"train": record["train_top5"], "val": record["val_top5"]}, epoch)
@@ -694,7 +700,8 @@ def run_mode(args, given, ctx):
 def main(argv=None):
     """Entry point; returns the exit code: 0, 2 for a user error, 3 when training diverged, 4 when the
     student's code raised, 130 when interrupted."""
-    distributed, rank = False, 0
+    distributed = False
+    rank = int(os.environ.get("RANK", "0"))  # known before the process group is: errors print once
     try:
         args, given = parse_args(argv)
         if args.data_folder is None and not args.demo:
@@ -706,13 +713,11 @@ def main(argv=None):
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         run_mode(args, given, devices.Context(device, rank, world_size))
         return 0
-    except TrainingDiverged as exc:
-        if rank == 0:  # every process stops; one says why
-            utils.print_user_error(exc)
-        return EXIT_DIVERGED
     except UserError as exc:
-        utils.print_user_error(exc)
-        return EXIT_USER_ERROR
+        # Flag errors (found before the process group) and EveryRankError are alike on every process.
+        if rank == 0 or (distributed and not isinstance(exc, EveryRankError)):
+            utils.print_user_error(exc)
+        return EXIT_DIVERGED if isinstance(exc, TrainingDiverged) else EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

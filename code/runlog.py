@@ -6,8 +6,8 @@ TensorBoard layout (the assignment's tags):
   * `data/top1_accuracy`, `data/top5_accuracy` with a `train` and a `val` series each, x = epoch
     (1-based, as the 2019 harness logged them), written as torch's add_scalars lays them out: one
     sub-run folder per series, `data_top1_accuracy_train` and so on;
-  * `data/validation_loss` and `perf/*` once per epoch, x = the global iteration at the epoch's end,
-    so the validation loss shares the training loss's axis;
+  * `data/validation_loss` and `perf/*` once per epoch, x = the global iteration of the epoch's last
+    step, so the validation loss shares the training loss's axis;
   * `Image/...` grids, x = the batch index.
 A resumed run purges what the interrupted run logged after the checkpoint: the main folder from the
 resumed global iteration, every series folder from the resumed epoch (one SessionLog.START each, which

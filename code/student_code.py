@@ -276,17 +276,19 @@ def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     Takes batched (N, C, H, W) or unbatched (C, H, W) input, and padding as an int, a pair,
     'valid' or 'same'. Under autocast it runs in the autocast dtype, as F.conv2d does.
     """
+    if isinstance(input, torch.Tensor) and torch.is_autocast_enabled(input.device.type):
+        # As F.conv2d under autocast: every floating tensor in the autocast dtype (a layer's input is
+        # often already in it, its fp32 weight is not); the call without autocast checks them.
+        dtype = torch.get_autocast_dtype(input.device.type)
+
+        def cast(tensor):
+            return tensor.to(dtype) if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() else tensor
+
+        with torch.autocast(input.device.type, enabled=False):
+            return custom_conv2d(cast(input), cast(weight), cast(bias), stride, padding, dilation, groups)
     _check_tensors(input, weight, bias)
     if input.dim() not in (3, 4):
         raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got {tuple(input.shape)}")
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        with torch.autocast(device_type, enabled=False):
-            return custom_conv2d(
-                input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
-                stride, padding, dilation, groups,
-            )
     if input.dim() == 3:
         return CustomConv2DFunction.apply(
             input.unsqueeze(0), weight, bias, stride, padding, dilation, groups

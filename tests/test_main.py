@@ -140,9 +140,9 @@ def test_tensorboard_tags_and_steps(trained_run):
             points = scalars(trained_run / f"data_top{k}_accuracy_{series}", f"data/top{k}_accuracy")
             # x = the 1-based epoch, as the 2019 harness logged it.
             assert points == [(m["epoch"] + 1, pytest.approx(m[f"{series}_top{k}"], rel=1e-6)) for m in metrics]
-    # Once per epoch, at the global iteration where the epoch ends (the training loss's axis).
+    # Once per epoch, at the global iteration of the epoch's last step (the training loss's axis).
     for tag in ("data/validation_loss", "perf/epoch_minutes", "perf/images_per_s", "perf/peak_mem_mib"):
-        assert [s for s, _ in scalars(trained_run, tag)] == [(e + 1) * ITERS for e in range(EPOCHS)]
+        assert [s for s, _ in scalars(trained_run, tag)] == [(e + 1) * ITERS - 1 for e in range(EPOCHS)]
 
 
 def test_resumed_run_matches_the_uninterrupted_one(trained_run, tiny_data, tmp_path, capsys, monkeypatch):

@@ -1,0 +1,203 @@
+"""Resumed runs keep their settings and their TensorBoard history clean; flags are checked against the
+run's context (issue 13, items 5, 6 and 8).
+
+Runs call main.main([...]) in-process on a tiny generated dataset on the CPU; a run is "interrupted"
+after its first epoch by a KeyboardInterrupt from engine.train_one_epoch, as Ctrl-C would.
+Run: python -m pytest tests/test_resume.py -q
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+import checkpoints
+import demo_data
+import devices
+import engine
+import main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ITERS = 5  # 20 training images, batch 4
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=2,
+                                       val_per_class=1, test_count=1)
+
+
+def argv(data, logdir, run_name, *extra, epochs=3):
+    return [str(data), "--epochs", str(epochs), "-b", "4", "-j", "0", "--lr", "0.05", "--seed", "0", "-p", "2",
+            "--gpu", "-1", "--logdir", str(logdir), "--run-name", run_name, *map(str, extra)]
+
+
+def interrupted_after(epochs_done, monkeypatch):
+    """Make engine.train_one_epoch raise KeyboardInterrupt when it reaches epoch `epochs_done`."""
+    real = engine.train_one_epoch
+
+    def stop(*args, **kwargs):
+        if kwargs["epoch"] == epochs_done:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", stop)
+    return real
+
+
+def run_main(arguments, capsys):
+    code = main.main(arguments)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def custom_conv_run(tiny_data, tmp_path_factory):
+    """A --use-custom-conv run stopped after its first epoch: (logdir, run folder)."""
+    logdir = tmp_path_factory.mktemp("logs")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        interrupted_after(1, monkeypatch)
+        assert main.main(argv(tiny_data, logdir, "custom", "--use-custom-conv", "--channels-last")) == 130
+    return logdir, logdir / "custom"
+
+
+def test_resume_keeps_the_runs_settings(custom_conv_run, tiny_data, tmp_path, capsys):
+    logdir, run_dir = custom_conv_run
+    copy = tmp_path / "custom"
+    shutil.copytree(run_dir, copy)
+    # Nothing but the data and the checkpoint: the conv op, memory format, lr and epochs come from the run.
+    code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
+                               "--gpu", "-1"], capsys)
+    assert code == 0, err
+    assert "=> simplenet (CustomConv2d)" in out and "epochs 1..2" in out
+    args = json.loads((copy / "args.json").read_text())
+    assert (args["use_custom_conv"], args["channels_last"], args["lr"], args["epochs"], args["batch_size"]) == \
+        (True, True, 0.05, 3, 4)
+    assert checkpoints.read(copy / checkpoints.CHECKPOINT_NAME).conv_op == "CustomConv2d"
+    assert "note:" not in out  # nothing changed, nothing to say
+
+
+def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_run, tiny_data, tmp_path, capsys):
+    _, run_dir = custom_conv_run
+    copy = tmp_path / "custom"
+    shutil.copytree(run_dir, copy)
+    code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
+                               "--gpu", "-1", "--lr", "0.02", "--amp"], capsys)
+    assert code == 0, err
+    assert "note: --lr 0.02 replaces the run's 0.05 from here on" in out
+    assert "note: --amp switches mixed precision on for the rest of the run, with a fresh GradScaler" in out
+    args = json.loads((copy / "args.json").read_text())
+    assert (args["lr"], args["amp"], args["use_custom_conv"]) == (0.02, True, True)
+
+
+def test_switching_amp_on_starts_a_fresh_grad_scaler():
+    # On a GPU --amp means an enabled GradScaler; the run it resumes saved a disabled one's empty state.
+    model = torch.nn.Linear(2, 2)
+    run = types.SimpleNamespace(args=types.SimpleNamespace(epochs=3, seed=0), start_epoch=0, best_acc1=0.0,
+                                optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                scaler=torch.amp.GradScaler("cpu", enabled=True), pending=None)
+    disabled = torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    assert disabled == {}  # what loading into an enabled scaler used to die on
+    checkpoint = checkpoints.Checkpoint(Path("c.pth"), "main.py", {}, epoch=1, optimizer=run.optimizer.state_dict(),
+                                        scaler=disabled, rng=None, args={})
+    said = []
+    main.restore_training_state(run, checkpoint, said.append)
+    assert run.scaler.get_scale() == 65536.0 and run.start_epoch == 1
+    assert said == ["=> c.pth (a main.py checkpoint, epoch 1) lacks RNG states: continuing with RNGs seeded "
+                    "from --seed 0"]
+
+
+def test_an_arch_given_against_the_checkpoint_is_refused(custom_conv_run, tiny_data, capsys):
+    _, run_dir = custom_conv_run
+    code, _, err = run_main([str(tiny_data), "--resume", str(run_dir / checkpoints.CHECKPOINT_NAME), "-j", "0",
+                             "--arch", "customnet2"], capsys)
+    assert code == 2
+    assert err.strip() == (f"error: --resume: {run_dir / checkpoints.CHECKPOINT_NAME} holds a 'simplenet' "
+                           "checkpoint, not --arch 'customnet2'")
+
+
+def series_steps(logdir):
+    """{(run, tag): [steps]} of every scalar series TensorBoard shows under `logdir`."""
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    return {(run, tag): [event.step for event in multiplexer.Scalars(run, tag)]
+            for run, tags in multiplexer.Runs().items() for tag in tags["scalars"]}
+
+
+def test_tensorboard_shows_each_step_once_after_resuming_twice(tiny_data, tmp_path, monkeypatch, capsys):
+    logdir = tmp_path / "logs"
+    interrupted_after(2, monkeypatch)
+    assert main.main(argv(tiny_data, logdir, "run")) == 130
+    saved = tmp_path / "after_epoch_2.pth.tar"
+    shutil.copy(logdir / "run" / checkpoints.CHECKPOINT_NAME, saved)
+    monkeypatch.undo()
+    for _ in range(2):  # resume twice from the same earlier checkpoint
+        assert main.main(argv(tiny_data, logdir, "run", "--resume", saved)) == 0
+    capsys.readouterr()
+
+    steps = series_steps(logdir)
+    assert steps[("run/data_top1_accuracy_val", "data/top1_accuracy")] == [1, 2, 3]
+    assert steps[("run/data_top5_accuracy_train", "data/top5_accuracy")] == [1, 2, 3]
+    assert steps[("run", "data/validation_loss")] == [ITERS - 1, 2 * ITERS - 1, 3 * ITERS - 1]
+    assert steps[("run", "data/training_loss")] == [s for s in range(3 * ITERS) if s % ITERS % 2 == 0]
+    for key, values in steps.items():
+        assert values == sorted(set(values)), key
+    metrics = json.loads((logdir / "run" / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+
+
+def test_a_checkpoint_written_before_validation_is_validated_on_resume(tiny_data, tmp_path, monkeypatch, capsys):
+    # Validation crashes after epoch 0's training: the epoch is on disk and its record completes on resume.
+    logdir = tmp_path / "logs"
+    real_validate = engine.validate
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a validation image broke the batch")
+
+    monkeypatch.setattr(engine, "validate", crash)
+    with pytest.raises(RuntimeError, match="broke the batch"):
+        main.main(argv(tiny_data, logdir, "run", epochs=2))
+    checkpoint = checkpoints.read(logdir / "run" / checkpoints.CHECKPOINT_NAME)
+    assert (checkpoint.epoch, checkpoint.validated) == (1, False)
+    assert checkpoint.pending_record["epoch"] == 0 and "val_top1" not in checkpoint.pending_record
+
+    monkeypatch.setattr(engine, "validate", real_validate)
+    code, out, err = run_main(argv(tiny_data, logdir, "run", "--resume", logdir / "run" / checkpoints.CHECKPOINT_NAME,
+                                   epochs=2), capsys)
+    assert code == 0, err
+    assert " * Epoch 0:" in out and " * Epoch 1:" in out
+    metrics = json.loads((logdir / "run" / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert metrics[0]["train_loss"] == checkpoint.pending_record["train_loss"]
+    assert all("val_top1" in m for m in metrics)
+
+
+@pytest.mark.parametrize("cores, processes, workers, expected", [(2, 1, 8, 2), (2, 1, 2, 2), (8, 4, 4, 2)])
+def test_more_workers_than_cores_are_cut_down(cores, processes, workers, expected, monkeypatch, capsys):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    args = main.get_args_parser().parse_args(["-j", str(workers)])
+    main.check_context(args, devices.Context(torch.device("cpu")))
+    assert args.workers == expected
+    out = capsys.readouterr().out
+    assert ("using" in out) == (workers > expected)
+
+
+def test_torchrun_refuses_a_batch_that_does_not_split(tiny_data, tmp_path):
+    # Under 2 processes -b 5 would have trained at 4 while args.json said 5.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO_ROOT / "code" / "main.py"), *argv(tiny_data, tmp_path, "odd", epochs=1)]
+    command[command.index("-b") + 1] = "5"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert lines == ["error: -b/--batch-size 5 does not split evenly over the 2 processes of this torchrun: "
+                     "give a multiple of 2 (e.g. 4 or 6)"]
+    assert not (tmp_path / "odd").exists()  # refused before any work
