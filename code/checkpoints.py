@@ -54,11 +54,12 @@ class NonFiniteError(CheckpointError):
 
 def _numpy_safe_globals():
     """NumPy scalars, dtypes and numeric arrays, under the module names of NumPy 2 and of NumPy 1 pickles."""
-    from numpy._core.multiarray import _reconstruct, scalar  # numpy >= 2
-
+    multiarray = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
+    _reconstruct, scalar = multiarray.multiarray._reconstruct, multiarray.multiarray.scalar
     dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), _reconstruct,
-            (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtype_classes]
+    aliases = [(obj, f"{module}.multiarray.{obj.__name__}") for obj in (scalar, _reconstruct)
+               for module in ("numpy.core", "numpy._core")]
+    return [*aliases, np.ndarray, np.dtype, *dtype_classes]
 
 
 # Plain data that other training scripts pickle into checkpoints. None of them runs code when unpickled:

@@ -15,6 +15,8 @@ import os
 
 import torch
 import torch.nn as nn
+from torchvision.models import ResNet18_Weights
+from torchvision.models import resnet18 as torchvision_resnet18
 
 import checkpoints
 import student_interface
@@ -198,8 +200,6 @@ def cached_resnet18_weights():
     Only looks: nothing is ever downloaded (the file is what torchvision's own download writes,
     `<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth`).
     """
-    from torchvision.models import ResNet18_Weights
-
     file_name = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
     path = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
     return path if os.path.isfile(path) else None
@@ -213,8 +213,6 @@ def resnet18(conv_op=nn.Conv2d, num_classes=100, pretrained=True):
     fan_out convs, `zero_init_residual`). The head is N(0, 0.01). 11.2 M parameters, about 45 MB:
     over the challenge's 10 MB limit, a baseline, not an entry.
     """
-    from torchvision.models import resnet18 as torchvision_resnet18
-
     model = torchvision_resnet18(weights=None, zero_init_residual=True)
     weights_path = cached_resnet18_weights() if pretrained else None
     if weights_path is not None:

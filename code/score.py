@@ -12,6 +12,7 @@ Importable: read_predictions, read_ground_truth, top_k_errors, format_error_tabl
 import sys
 from pathlib import Path
 
+import custom_dataloader  # its label-file parser gives the file:line messages
 from utils import ArgumentParser, UserError, print_user_error
 
 NUM_GUESSES = 5
@@ -32,8 +33,6 @@ def _read_lines(path, flag):
 
 def num_classes_for(ground_truth_file):
     """Classes in categories.txt next to the ground-truth file (the demo dataset has 10), else 100."""
-    import custom_dataloader
-
     categories = Path(ground_truth_file).with_name("categories.txt")
     if categories.is_file():
         return len(custom_dataloader.parse_categories(categories))
@@ -42,8 +41,6 @@ def num_classes_for(ground_truth_file):
 
 def read_ground_truth(path, num_classes=DEFAULT_NUM_CLASSES):
     """{image name: label} from a label file like val.txt (`val/00000001.jpg 71` per line)."""
-    import custom_dataloader  # its parser gives the data issue's file:line messages
-
     truth = {}
     for name, label, number in custom_dataloader.parse_label_file(path, num_classes):
         if name in truth:

@@ -8,6 +8,7 @@ The second half holds the training helpers that main.py, engine.py and bench/ sh
 accuracy, atomic file writes and checkpoints, RNG states, run folders, peak memory and PNG grids.
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -175,9 +176,7 @@ def write_json(obj, path):
 
 def save_figure(fig, path, dpi=120):
     """Save a matplotlib figure as a PNG file, atomically, and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib is slow to import and only the report tools plot
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
