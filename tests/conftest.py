@@ -16,7 +16,7 @@ def shared_miniplaces():
     return SHARED_MINIPLACES
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_team():
     """The team's published logs and checkpoints next to the project; tests that need them skip without."""
     if not (SHARED_TEAM / "README.md").is_file():
