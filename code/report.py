@@ -221,7 +221,7 @@ def _written_scalars(folder, tags):
 def _latest_writes(points):
     """One point per step, in step order. In write order, a point replaces every point already kept
     at its step or later: a rerun epoch replaces its first write, and a restart from an earlier epoch
-    drops what the abandoned run logged after it, as TensorBoard purges orphaned data."""
+    drops what the abandoned run logged after it, much as TensorBoard purges orphaned data."""
     kept = []
     for point in sorted(points, key=lambda p: p.wall_time):
         while kept and kept[-1].step >= point.step:
@@ -243,13 +243,17 @@ def metrics_from_events(run_dir, scalars=EPOCH_SCALARS, first_epoch=0):
     (the events count from `first_epoch`); `wall_time` is when the epoch's val top-1 was written.
 
     The training loss per epoch is not among the per-epoch tags and stays missing."""
-    epochs = {}
+    keys_by_folder = {}  # each event folder is read once, for all its tags
     for key, (subfolder, tag) in scalars.items():
-        for point in read_scalars(run_dir / subfolder, tag)[tag]:
-            record = epochs.setdefault(point.step - first_epoch, {"epoch": point.step - first_epoch})
-            record[key] = point.value
-            if key == "val_top1":
-                record["wall_time"] = point.wall_time
+        keys_by_folder.setdefault(subfolder, {})[tag] = key
+    epochs = {}
+    for subfolder, keys in keys_by_folder.items():
+        for tag, points in read_scalars(run_dir / subfolder, *keys).items():
+            for point in points:
+                record = epochs.setdefault(point.step - first_epoch, {"epoch": point.step - first_epoch})
+                record[keys[tag]] = point.value
+                if keys[tag] == "val_top1":
+                    record["wall_time"] = point.wall_time
     return [epochs[e] for e in sorted(epochs)]
 
 
