@@ -25,10 +25,16 @@ from utils import UserError
 # --arch name -> the class (or function) student_code.py defines for it.
 ARCHS = {
     "simplenet": "SimpleNet",
+    # The team's networks, as their code built them (their checkpoints load into these).
     "customnet2": "CustomNet2",
     "customnet": "CustomNet",
     "resnet": "ResNet",
     "googlenet": "GoogLeNet",
+    # Our own designs, written from the report's prose.
+    "customnet2_bn": "CustomNet2BN",
+    "customnet_res": "CustomNetRes",
+    "resnet18_half": "ResNet18Half",
+    "googlenet_half": "GoogLeNetHalf",
 }
 # Networks the harness builds itself.
 HARNESS_ARCHS = ("resnet18",)

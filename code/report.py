@@ -1,19 +1,26 @@
-"""The experiment report: Markdown tables and PNG curves from the run folders main.py writes.
+"""The experiment report: Markdown tables and PNG curves from the run folders main.py writes, and
+from the team's own 2019 TensorBoard logs.
 
     python code/report.py logs/                      # every run under logs/
     python code/report.py logs/runA logs/runB --out report/ [--no-plots]
+    python code/report.py ../shared/team/logs/* logs/runA --out report/   # the team's runs beside ours
 
 A run folder is one holding metrics.json (per epoch: lr, train_loss, train/val top-1 and top-5,
 epoch_minutes, images_per_s, peak_mem_mib, device) or, failing that, main.py's TensorBoard events;
 args.json adds the run's settings, evaluation.json and attack.json the results of -e and -a.
+A folder with data/top1_accuracy/ is a run of the team's 2019 harness (see load_2019_run).
 
 Printed (and written to <out>/report.md):
   * one row per run: arch, conv op, epochs, peak training memory, minutes per epoch, final train and
     val top-1/top-5, final training loss;
+  * the team's runs: final and best val top-1/top-5, final train top-1/top-5, final training loss and
+    median minutes per epoch, as the report's Sections 0-3 give them;
   * -e and -a results, when the run folders hold them;
   * nn.Conv2d against CustomConv2d for each arch trained with both: memory, speed and convergence
     (training loss and val top-1 at the last epoch both runs reached).
-Written: <out>/learning_rate.png, loss.png, accuracy.png (TensorBoard stays the interactive view).
+Written: <out>/learning_rate.png, loss.png, accuracy.png (TensorBoard stays the interactive view), every
+run on one x axis: epochs completed, so epoch e of metrics.json (counted from 0) is plotted at e + 1,
+where the 2019 logs (counted from 1) put it too.
 <out> defaults to <first folder>/report.
 """
 import json
@@ -22,13 +29,15 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import utils
 from utils import UserError
 
 CONV_OPS = ("Conv2d", "CustomConv2d")
 PLOT_NAMES = ("learning_rate.png", "loss.png", "accuracy.png")
-# Per-epoch TensorBoard tags main.py writes: add_scalars puts each series in a subfolder <tag>_<series>.
+# Per-epoch TensorBoard scalars, metric -> (sub-run folder, tag). main.py's add_scalars puts each series in
+# a folder <tag>_<series> (slashes as underscores), x = epoch counted from 0.
 EPOCH_SCALARS = {
     "train_top1": ("data_top1_accuracy_train", "data/top1_accuracy"),
     "val_top1": ("data_top1_accuracy_val", "data/top1_accuracy"),
@@ -38,6 +47,29 @@ EPOCH_SCALARS = {
     "epoch_minutes": (".", "perf/epoch_minutes"),
     "images_per_s": (".", "perf/images_per_s"),
     "peak_mem_mib": (".", "perf/peak_mem_mib"),
+}
+# The team's 2019 harness (tensorboardX) nested the series as <tag>/<series>, x = epoch counted from 1;
+# its per-iteration data/training_loss and data/learning_rate sit in the run folder itself, as ours do.
+EPOCH_SCALARS_2019 = {
+    "train_top1": ("data/top1_accuracy/train", "data/top1_accuracy"),
+    "val_top1": ("data/top1_accuracy/val", "data/top1_accuracy"),
+    "train_top5": ("data/top5_accuracy/train", "data/top5_accuracy"),
+    "val_top5": ("data/top5_accuracy/val", "data/top5_accuracy"),
+}
+ITERATION_TAGS = ("data/learning_rate", "data/training_loss")
+SOURCE_2019 = "2019 TensorBoard logs"
+# Optimizer steps per epoch in the team's runs: 100,000 training images in batches of 256, the last
+# partial batch dropped (their 90-epoch runs log their last loss at iteration 35,090 = 90 x 390 - 10).
+TEAM_ITERATIONS_PER_EPOCH = 390
+# The report row of each run folder the team published (../shared/team/README.md).
+TEAM_REPORT_ROWS = {
+    "3_2_0_simplenet": "Section 0: SimpleNet",
+    "3_2_2_simplenet_customconv": "Section 2: SimpleNet with the unfold/fold conv",
+    "3_2_3_customnet": "Section 3: CustomNet",
+    "3_2_3_customnet2": "Section 3: CustomNet-2 (best)",
+    "3_2_3_resnet": "Section 3: ResNet",
+    "3_2_3_resnet_lr0.01": "Section 3: ResNet, lr 0.01 (stopped early)",
+    "3_2_3_googlenet": "Section 3: GoogLeNet (stopped early)",
 }
 
 
@@ -57,6 +89,11 @@ class Run:
     attack: dict = None
     source: str = "metrics.json"
     curves: dict = field(default_factory=dict)  # per-iteration TensorBoard series: tag -> [(step, value)]
+    iterations: int = None  # optimizer steps per epoch, when known rather than derived
+
+    @property
+    def from_2019(self):
+        return self.source == SOURCE_2019
 
     @property
     def name(self):
@@ -92,12 +129,28 @@ class Run:
     def iterations_per_epoch(self):
         """Optimizer steps per epoch: training images per epoch / batch (the loader drops the last
         partial batch, so images = iterations x batch exactly); None when not derivable."""
+        if self.iterations:
+            return self.iterations
         batch = self.args.get("batch_size")
         epoch = next((m for m in self.metrics if _is_number(m.get("images_per_s"))
                       and _is_number(m.get("epoch_minutes"))), None)
         if not batch or epoch is None:
             return None
         return max(1, round(epoch["images_per_s"] * epoch["epoch_minutes"] * 60 / batch))
+
+    def best(self, key):
+        """(largest value of a per-epoch metric, its epoch counted from 1), or (None, None)."""
+        epochs = [m for m in self.metrics if _is_number(m.get(key))]
+        if not epochs:
+            return None, None
+        top = max(epochs, key=lambda m: m[key])
+        return top[key], top["epoch"] + 1
+
+    @property
+    def last_logged_loss(self):
+        """The last per-iteration training loss in the events: the team's "final training loss"."""
+        points = self.curves.get("data/training_loss") or []
+        return points[-1][1] if points else None
 
     @property
     def mtime(self):
@@ -140,33 +193,108 @@ def find_runs(paths):
     return found
 
 
-def _event_scalars(folder, tag):
-    """[(step, value)] of one TensorBoard scalar tag in `folder`'s event files (not its subfolders)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    if not folder.is_dir():
-        return []
-    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
-    accumulator.Reload()
-    if tag not in accumulator.Tags().get("scalars", []):
-        return []
-    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+class Scalar(NamedTuple):
+    step: int
+    value: float
+    wall_time: float  # seconds since the epoch, when it was written
 
 
-def metrics_from_events(run_dir):
-    """Per-epoch metrics rebuilt from the TensorBoard events (runs without metrics.json).
+def _written_scalars(folder, tags):
+    """{tag: [Scalar]}: every write of the scalar `tags` in the event files directly in `folder`.
+
+    The legacy loader hands the events over as written, without converting each value to a tensor
+    first (which took half the reading time of the team's logs)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.util import tensor_util
+
+    points = {tag: [] for tag in tags}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag in points:
+                    number = (value.simple_value if value.HasField("simple_value")
+                              else tensor_util.make_ndarray(value.tensor).item())
+                    points[value.tag].append(Scalar(event.step, number, event.wall_time))
+    return points
+
+
+def _latest_writes(points):
+    """One point per step, in step order. In write order, a point replaces every point already kept
+    at its step or later: a rerun epoch replaces its first write, and a restart from an earlier epoch
+    drops what the abandoned run logged after it, much as TensorBoard purges orphaned data."""
+    kept = []
+    for point in sorted(points, key=lambda p: p.wall_time):
+        while kept and kept[-1].step >= point.step:
+            kept.pop()
+        kept.append(point)
+    return kept
+
+
+def read_scalars(folder, *tags):
+    """{tag: [Scalar]} of `folder`'s event files (not its subfolders'), one point per step.
+
+    A folder may hold several event files: a restarted run writes a new one, and an aborted start
+    leaves one that is empty or ends early (see _latest_writes)."""
+    return {tag: _latest_writes(points) for tag, points in _written_scalars(folder, tags).items()}
+
+
+def metrics_from_events(run_dir, scalars=EPOCH_SCALARS, first_epoch=0):
+    """Per-epoch metrics rebuilt from TensorBoard events, `epoch` counted from 0 as in metrics.json
+    (the events count from `first_epoch`); `wall_time` is when the epoch's val top-1 was written.
 
     The training loss per epoch is not among the per-epoch tags and stays missing."""
+    keys_by_folder = {}  # each event folder is read once, for all its tags
+    for key, (subfolder, tag) in scalars.items():
+        keys_by_folder.setdefault(subfolder, {})[tag] = key
     epochs = {}
-    for key, (subfolder, tag) in EPOCH_SCALARS.items():
-        for step, value in _event_scalars(run_dir / subfolder, tag):
-            epochs.setdefault(step, {"epoch": step})[key] = value
+    for subfolder, keys in keys_by_folder.items():
+        for tag, points in read_scalars(run_dir / subfolder, *keys).items():
+            for point in points:
+                record = epochs.setdefault(point.step - first_epoch, {"epoch": point.step - first_epoch})
+                record[keys[tag]] = point.value
+                if keys[tag] == "val_top1":
+                    record["wall_time"] = point.wall_time
     return [epochs[e] for e in sorted(epochs)]
 
 
-def load_run(run_dir, with_curves=False):
-    """Read one run folder; `with_curves` also reads the per-iteration loss and lr from TensorBoard."""
+def add_wall_clock_minutes_(metrics):
+    """Set epoch_minutes from the wall time between consecutive epochs' val writes: training,
+    validation and checkpointing, all an epoch took. The first epoch has no predecessor to measure from."""
+    for previous, record in zip(metrics, metrics[1:]):
+        if record["epoch"] == previous["epoch"] + 1 and "wall_time" in record and "wall_time" in previous:
+            record["epoch_minutes"] = (record["wall_time"] - previous["wall_time"]) / 60
+    return metrics
+
+
+def iteration_curves(run_dir):
+    """{tag: [(step, value)]} of the per-iteration loss and learning rate in the run folder."""
+    curves = read_scalars(run_dir, *ITERATION_TAGS)
+    return {tag: [(p.step, p.value) for p in points] for tag, points in curves.items()}
+
+
+def is_2019_layout(run_dir):
+    return (Path(run_dir) / "data" / "top1_accuracy").is_dir()
+
+
+def load_2019_run(run_dir):
+    """A run folder of the team's 2019 harness: per-epoch accuracies in sub-run folders
+    data/top{1,5}_accuracy/{train,val} (x = epoch from 1), per-iteration loss and learning rate
+    (every 10 iterations) in the folder itself. Its epochs are stored from 0, as ours."""
     run_dir = Path(run_dir)
+    metrics = add_wall_clock_minutes_(metrics_from_events(run_dir, EPOCH_SCALARS_2019, first_epoch=1))
+    if not any("val_top1" in m for m in metrics):
+        raise UserError(f"{run_dir}: no val top-1 accuracy in {EPOCH_SCALARS_2019['val_top1'][0]}/ "
+                        "(a 2019 run folder needs its per-epoch events)")
+    return Run(run_dir, {}, metrics, source=SOURCE_2019, curves=iteration_curves(run_dir),
+               iterations=TEAM_ITERATIONS_PER_EPOCH)
+
+
+def load_run(run_dir, with_curves=False):
+    """Read one run folder; `with_curves` also reads the per-iteration loss and lr from TensorBoard
+    (always read from a 2019 run: its final training loss is one of them)."""
+    run_dir = Path(run_dir)
+    if is_2019_layout(run_dir):
+        return load_2019_run(run_dir)
     args = _read_json(run_dir / "args.json", dict) if (run_dir / "args.json").is_file() else {}
     if (run_dir / "metrics.json").is_file():
         metrics, source = _read_json(run_dir / "metrics.json", list), "metrics.json"
@@ -180,7 +308,7 @@ def load_run(run_dir, with_curves=False):
         if (run_dir / f"{name}.json").is_file():
             setattr(run, name, _read_json(run_dir / f"{name}.json", dict))
     if with_curves:
-        run.curves = {tag: _event_scalars(run_dir, tag) for tag in ("data/learning_rate", "data/training_loss")}
+        run.curves = iteration_curves(run_dir)
     return run
 
 
@@ -237,6 +365,31 @@ def runs_table(runs):
         ])
     align = ["---", "---", "---", "---:", "---", "---"] + ["---:"] * 8
     return markdown_table(header, rows, align)
+
+
+def team_table(runs):
+    """The report's Sections 0-3 figures from the team's 2019 logs: one row per run."""
+    header = ["run", "report row", "epochs", "val top-1", "val top-5", "best val top-1", "at epoch",
+              "best val top-5", "train top-1", "train top-5", "final training loss", "min/epoch"]
+    rows = []
+    for run in runs:
+        final = run.final
+        best_top1, best_epoch = run.best("val_top1")
+        rows.append([
+            f"`{run.name}`", TEAM_REPORT_ROWS.get(run.name, "–"), run.epochs_done,
+            fmt(final.get("val_top1")), fmt(final.get("val_top5")), fmt(best_top1), best_epoch or "–",
+            fmt(run.best("val_top5")[0]), fmt(final.get("train_top1")), fmt(final.get("train_top5")),
+            fmt(run.last_logged_loss, 3), fmt(run.median("epoch_minutes"), 1),
+        ])
+    return markdown_table(header, rows, ["---", "---"] + ["---:"] * 10)
+
+
+TEAM_TABLE_NOTE = (
+    "Read from the team's TensorBoard logs (tensorboardX, 2019). Final: the last epoch logged; an epoch "
+    "logged twice counts once, as its later write. Final training loss: the last per-iteration loss logged "
+    "(every 10 iterations; in a run stopped early it may lie past the last complete epoch). Minutes per "
+    "epoch: the median time between consecutive epochs' val writes, so training, validation and "
+    "checkpointing (ours count training alone); one GPU on Google Cloud, batch 256.")
 
 
 def evaluation_table(runs):
@@ -308,9 +461,15 @@ def comparison_section(arch, conv, custom):
 
 
 def build_report(runs):
-    parts = ["# Experiment report", "", "## Runs", "", runs_table(runs), "",
-             "Peak memory is the largest over the epochs; minutes per epoch and images/s are medians over "
-             "the epochs; accuracies (%) and training loss are the last epoch's."]
+    theirs = [run for run in runs if run.from_2019]
+    runs = [run for run in runs if not run.from_2019]
+    parts = ["# Experiment report"]
+    if runs:
+        parts += ["", "## Runs", "", runs_table(runs), "",
+                  "Peak memory is the largest over the epochs; minutes per epoch and images/s are medians "
+                  "over the epochs; accuracies (%) and training loss are the last epoch's."]
+    if theirs:
+        parts += ["", "## The team's runs", "", team_table(theirs), "", TEAM_TABLE_NOTE]
     from_events = [run.name for run in runs if run.source != "metrics.json"]
     if from_events:
         parts += ["", "Read from TensorBoard events (no metrics.json; no per-epoch training loss): "
@@ -331,10 +490,20 @@ def build_report(runs):
 # ---------------------------------------------------------------------------------------------------
 
 
+# Every run on one x axis: epochs completed (epoch e of metrics.json, counted from 0, at e + 1).
+EPOCH_AXIS = "epochs completed"
+
+
 def _epoch_axis(run, steps):
     """Global iterations -> fractional epochs (None when the iterations per epoch are unknown)."""
     iters = run.iterations_per_epoch
     return [step / iters for step in steps] if iters else None
+
+
+def epoch_series(run, key):
+    """(x, y) of a per-epoch metric: x = epochs completed, epoch e (counted from 0) at e + 1."""
+    epochs = [m for m in run.metrics if _is_number(m.get(key))]
+    return [m["epoch"] + 1 for m in epochs], [m[key] for m in epochs]
 
 
 def _curve(run, tag, metric_key):
@@ -345,8 +514,7 @@ def _curve(run, tag, metric_key):
         x = _epoch_axis(run, [step for step, _ in points])
         if x is not None:
             return x, [value for _, value in points]
-    epochs = [m for m in run.metrics if _is_number(m.get(metric_key))]
-    return [m["epoch"] + 1 for m in epochs], [m[metric_key] for m in epochs]
+    return epoch_series(run, metric_key)
 
 
 def write_plots(runs, out_dir):
@@ -363,7 +531,7 @@ def write_plots(runs, out_dir):
     for i, run in enumerate(runs):
         x, y = _curve(run, "data/learning_rate", "lr")
         ax.plot(x, y, color=colors[i % len(colors)], label=run.name)
-    ax.set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
+    ax.set(xlabel=EPOCH_AXIS, ylabel="learning rate", title="Learning rate")
     _finish(ax, fig)
     utils.save_figure(fig, paths[0], dpi=110)
 
@@ -372,11 +540,10 @@ def write_plots(runs, out_dir):
         color = colors[i % len(colors)]
         x, y = _curve(run, "data/training_loss", "train_loss")
         ax.plot(x, y, color=color, alpha=0.8, label=f"{run.name} train")
-        val = [m for m in run.metrics if _is_number(m.get("val_loss"))]
-        if val:
-            ax.plot([m["epoch"] + 1 for m in val], [m["val_loss"] for m in val], "--", color=color,
-                    label=f"{run.name} val")
-    ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+        x, y = epoch_series(run, "val_loss")
+        if x:
+            ax.plot(x, y, "--", color=color, label=f"{run.name} val")
+    ax.set(xlabel=EPOCH_AXIS, ylabel="cross-entropy loss", title="Loss")
     _finish(ax, fig)
     utils.save_figure(fig, paths[1], dpi=110)
 
@@ -385,10 +552,10 @@ def write_plots(runs, out_dir):
         for i, run in enumerate(runs):
             color = colors[i % len(colors)]
             for split, style in (("train", "--"), ("val", "-")):
-                points = [m for m in run.metrics if _is_number(m.get(f"{split}_top{k}"))]
-                ax.plot([m["epoch"] + 1 for m in points], [m[f"{split}_top{k}"] for m in points], style,
-                        marker="o" if len(points) < 3 else None, color=color, label=f"{run.name} {split}")
-        ax.set(xlabel="epoch", ylabel=f"top-{k} accuracy (%)", title=f"Top-{k} accuracy", ylim=(0, 100))
+                x, y = epoch_series(run, f"{split}_top{k}")
+                ax.plot(x, y, style, marker="o" if len(x) < 3 else None, color=color,
+                        label=f"{run.name} {split}")
+        ax.set(xlabel=EPOCH_AXIS, ylabel=f"top-{k} accuracy (%)", title=f"Top-{k} accuracy", ylim=(0, 100))
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -3,8 +3,9 @@ gradient attention maps and the PGD attack.
 
 Sections:
     Part I   convolution with unfold / fold  (CustomConv2DFunction, custom_conv2d, CustomConv2d)
-    Part II  networks                        (SimpleNet, CustomNet2, CustomNet, ResNet, GoogLeNet;
-                                              default_model)
+    Part II  networks                        (SimpleNet; the team's CustomNet2, CustomNet, ResNet,
+                                              GoogLeNet; ours: CustomNet2BN, CustomNetRes,
+                                              ResNet18Half, GoogLeNetHalf; default_model)
     Part III attention and adversarial samples (GradAttention, vis_grad_attention, PGDAttack,
                                               adversarial_training_batch; default_attack, ...)
 """
@@ -378,6 +379,250 @@ class SimpleNet(nn.Module):
         return self.fc(x)  # (N, num_classes)
 
 
+# --- The team's networks --------------------------------------------------------------------------
+#
+# Rebuilt from the code that trained the report's figures (../shared/team/README.md lists the facts):
+# the same layers in the same order, the same state-dict names and shapes, so the team's checkpoints
+# load strictly. The team trained them with PyTorch's default initialisation (main.py --init pytorch);
+# the constructors apply our Kaiming init, as every network here does.
+
+
+def _conv_bn_relu(conv_op, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False):
+    """[conv, BN, ReLU]. Our designs drop the conv bias (batch norm's beta takes its place); the
+    team's networks kept it (bias=True), and their checkpoints hold it."""
+    return [
+        conv_op(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def _bottleneck(conv_op, in_channels):
+    """SimpleNet's bottleneck without its last ReLU: conv 1x1 in -> 64, ReLU, conv 3x3 64 -> 64, ReLU,
+    conv 1x1 64 -> 256 (all with bias)."""
+    return [
+        conv_op(in_channels, 64, kernel_size=1),
+        nn.ReLU(inplace=True),
+        conv_op(64, 64, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        conv_op(64, 256, kernel_size=1),
+    ]
+
+
+def _pool():
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+
+class CustomNet2(nn.Module):
+    """The team's CustomNet-2 (report Section 3, their best: 50.73% val top-1): SimpleNet plus batch norm.
+
+    SimpleNet's convolutions, biases kept; each of its four blocks ends with [max pool,] ReLU, then
+    BatchNorm2d; element-wise Dropout(0.5) on the last (N, 512, H/16, W/16) map, before the global
+    average pool (the report's prose says Dropout2d; the code that trained it used Dropout).
+    1,370,852 parameters; state-dict names features.<i>, i = 0..23, and fc.
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100):
+        super().__init__()
+        self.features = nn.Sequential(
+            # 3 x 128 x 128 -> 64 x 64 x 64 -> 64 x 32 x 32                       features.0-3
+            conv_op(3, 64, kernel_size=7, stride=2, padding=3), _pool(), nn.ReLU(inplace=True),
+            nn.BatchNorm2d(64),
+            # bottleneck 64 -> 256, then 256 x 16 x 16                              features.4-11
+            *_bottleneck(conv_op, 64), _pool(), nn.ReLU(inplace=True), nn.BatchNorm2d(256),
+            # bottleneck 256 -> 256, then 256 x 8 x 8                               features.12-19
+            *_bottleneck(conv_op, 256), _pool(), nn.ReLU(inplace=True), nn.BatchNorm2d(256),
+            # 512 x 8 x 8                                                           features.20-23
+            conv_op(256, 512, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(512),
+            nn.Dropout(0.5),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x):
+        x = self.features(x)  # (N, 512, H/16, W/16)
+        x = self.avgpool(x).flatten(1)  # (N, 512)
+        return self.fc(x)  # (N, num_classes)
+
+
+def _residual_branch(conv_op, in_channels, mid_channels, out_channels):
+    """The team's CustomNet residual branch: conv 1x1 (in -> mid), BN, ReLU, conv 3x3 (mid -> out), BN,
+    convs with bias. An nn.Sequential: state-dict names <block>.0, .1 (BN), .3, .4 (BN)."""
+    return nn.Sequential(
+        *_conv_bn_relu(conv_op, in_channels, mid_channels, kernel_size=1, bias=True),
+        conv_op(mid_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+def _conv3x3_shortcut(conv_op, in_channels, out_channels, stride=1):
+    """The team's projection shortcut: a 3x3 conv without bias (not ResNet's 1x1) and BN.
+    State-dict names <name>.0 (conv), <name>.1 (BN)."""
+    return nn.Sequential(
+        conv_op(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+class CustomNet(nn.Module):
+    """The team's CustomNet (report Section 3: 60.47% train, 11.38% val top-1), 1,785,124 parameters.
+
+    conv_block1, max pool, three residual blocks (the third and second with 3x3 projection shortcuts),
+    max pool, conv_block2, global average pool, fc. As in the team's code, `residual_block2` and its
+    shortcut `downsample` are applied twice: the same modules, so shared weights and batch-norm
+    running statistics averaged over two different inputs (64 x H/4 and 64 x H/8 feature maps).
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100):
+        super().__init__()
+        self.conv_block1 = nn.Sequential(*_conv_bn_relu(conv_op, 3, 64, 7, stride=2, padding=3, bias=True))
+        self.maxpool = _pool()
+        self.residual_block1 = _residual_branch(conv_op, 64, 64, 64)  # identity shortcut
+        self.residual_block2 = _residual_branch(conv_op, 64, 64, 256)
+        self.downsample = _conv3x3_shortcut(conv_op, 64, 256)
+        self.residual_block3 = _residual_branch(conv_op, 256, 64, 64)
+        self.downsample2 = _conv3x3_shortcut(conv_op, 256, 64)
+        self.conv_block2 = nn.Sequential(*_conv_bn_relu(conv_op, 256, 512, 3, padding=1, bias=True))
+        self.conv_relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x):
+        x = self.maxpool(self.conv_block1(x))  # (N, 64, H/4, W/4)
+        x = self.conv_relu(self.residual_block1(x) + x)
+        x = self.conv_relu(self.residual_block2(x) + self.downsample(x))  # (N, 256, H/4, W/4)
+        x = self.maxpool(x)  # (N, 256, H/8, W/8)
+        x = self.conv_relu(self.residual_block3(x) + self.downsample2(x))  # (N, 64, H/8, W/8)
+        # The team's second use of residual_block2 and downsample (kept: their checkpoints need it).
+        x = self.conv_relu(self.residual_block2(x) + self.downsample(x))  # (N, 256, H/8, W/8)
+        x = self.conv_block2(self.maxpool(x))  # (N, 512, H/16, W/16)
+        x = self.avgpool(x).flatten(1)  # (N, 512)
+        return self.fc(x)  # (N, num_classes)
+
+
+class BasicBlock(nn.Module):
+    """The team's ResNet block: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), 3x3 convs
+    without bias; the shortcut is the identity, or `downsample` (3x3 strided conv + BN) where the
+    shape changes."""
+
+    def __init__(self, conv_op, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = conv_op(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv_op(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = _conv3x3_shortcut(conv_op, in_channels, out_channels, stride)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))  # (N, out, H/stride, W/stride)
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+    """The team's ResNet (report Section 3: 43.97% val top-1), CIFAR-style, 201,588 parameters.
+
+    conv 3x3 3 -> 16, BN, ReLU; layer1, layer2, layer3 of two BasicBlocks at 16, 32, 64 channels,
+    the first block of layers 2 and 3 at stride 2; global average pool; fc 64 -> num_classes. No
+    stem pooling: layer1 runs at the full input resolution (160 x 160 in validation).
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100):
+        super().__init__()
+        self.conv = conv_op(3, 16, kernel_size=3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(BasicBlock(conv_op, 16, 16), BasicBlock(conv_op, 16, 16))
+        self.layer2 = nn.Sequential(BasicBlock(conv_op, 16, 32, stride=2), BasicBlock(conv_op, 32, 32))
+        self.layer3 = nn.Sequential(BasicBlock(conv_op, 32, 64, stride=2), BasicBlock(conv_op, 64, 64))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(64, num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x):
+        x = self.layer1(self.relu(self.bn(self.conv(x))))  # (N, 16, H, W)
+        x = self.layer3(self.layer2(x))  # (N, 64, H/4, W/4)
+        x = self.avgpool(x).flatten(1)  # (N, 64)
+        return self.fc(x)  # (N, num_classes)
+
+
+class Inception(nn.Module):
+    """The team's inception block: four branches of conv-BN-ReLU (convs with bias), concatenated.
+
+    b1: 1x1 | b2: 1x1 -> 3x3 | b3: 1x1 -> 3x3 -> 3x3 (the "5x5" branch) | b4: 3x3/1 max pool -> 1x1.
+    Output: (N, n1x1 + n3x3 + n5x5 + pool_planes, H, W).
+    """
+
+    def __init__(self, conv_op, in_planes, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_planes):
+        super().__init__()
+        self.out_channels = n1x1 + n3x3 + n5x5 + pool_planes
+        self.b1 = nn.Sequential(*_conv_bn_relu(conv_op, in_planes, n1x1, 1, bias=True))
+        self.b2 = nn.Sequential(
+            *_conv_bn_relu(conv_op, in_planes, n3x3red, 1, bias=True),
+            *_conv_bn_relu(conv_op, n3x3red, n3x3, 3, padding=1, bias=True),
+        )
+        self.b3 = nn.Sequential(
+            *_conv_bn_relu(conv_op, in_planes, n5x5red, 1, bias=True),
+            *_conv_bn_relu(conv_op, n5x5red, n5x5, 3, padding=1, bias=True),
+            *_conv_bn_relu(conv_op, n5x5, n5x5, 3, padding=1, bias=True),
+        )
+        self.b4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+            *_conv_bn_relu(conv_op, in_planes, pool_planes, 1, bias=True),
+        )
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], dim=1)
+
+
+class GoogLeNet(nn.Module):
+    """The team's GoogLeNet (report Section 3: 35.99% val top-1 when stopped), a tiny inception net.
+
+    pre_layers (conv 3x3 3 -> 12, BN, ReLU), inception a3, b3, max pool, a4-e4, max pool, a5, b5,
+    global average pool, linear 64 -> num_classes: 32,311 parameters. The inception stages run at
+    H, H/2 and H/4.
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100):
+        super().__init__()
+        self.pre_layers = nn.Sequential(*_conv_bn_relu(conv_op, 3, 12, 3, padding=1, bias=True))
+        # Inception(in, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_planes); output widths in comments.
+        self.a3 = Inception(conv_op, 12, 4, 6, 8, 1, 2, 2)  # -> 16
+        self.b3 = Inception(conv_op, 16, 8, 8, 12, 2, 6, 4)  # -> 30
+        self.maxpool = _pool()
+        self.a4 = Inception(conv_op, 30, 12, 6, 13, 1, 3, 4)  # -> 32
+        self.b4 = Inception(conv_op, 32, 10, 7, 14, 2, 4, 4)  # -> 32
+        self.c4 = Inception(conv_op, 32, 8, 8, 16, 2, 4, 4)  # -> 32
+        self.d4 = Inception(conv_op, 32, 7, 9, 18, 2, 4, 4)  # -> 33
+        self.e4 = Inception(conv_op, 33, 16, 10, 20, 2, 8, 8)  # -> 52
+        self.a5 = Inception(conv_op, 52, 16, 10, 20, 2, 8, 8)  # -> 52
+        self.b5 = Inception(conv_op, 52, 24, 12, 24, 3, 8, 8)  # -> 64
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.linear = nn.Linear(64, num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x):
+        x = self.b3(self.a3(self.pre_layers(x)))  # (N, 30, H, W)
+        x = self.maxpool(x)  # (N, 30, H/2, W/2)
+        x = self.e4(self.d4(self.c4(self.b4(self.a4(x)))))  # (N, 52, H/2, W/2)
+        x = self.b5(self.a5(self.maxpool(x)))  # (N, 64, H/4, W/4)
+        x = self.avgpool(x).flatten(1)  # (N, 64)
+        return self.linear(x)  # (N, num_classes)
+
+
+# --- Our own designs ------------------------------------------------------------------------------
+#
+# Not the team's networks: written from the report's prose before the team's code was at hand, then
+# measured (the README's tables). They are the base for beating the report: --arch customnet2_bn,
+# customnet_res, resnet18_half, googlenet_half.
+
+
 def zero_init_residual_(model):
     """Zero the last batch-norm gamma of every ResidualBlock, so each block starts as the identity.
 
@@ -392,17 +637,8 @@ def zero_init_residual_(model):
             nn.init.zeros_(module.bn2.weight)
 
 
-def _conv_bn_relu(conv_op, in_channels, out_channels, kernel_size, stride=1, padding=0):
-    """conv -> BN -> ReLU. The conv has no bias: the batch norm's beta takes its place."""
-    return [
-        conv_op(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
-
-
-class CustomNet2(nn.Module):
-    """The team's best network: SimpleNet with batch norm after each conv and channel dropout.
+class CustomNet2BN(nn.Module):
+    """Ours (not the team's CustomNet2): SimpleNet with batch norm after each conv and channel dropout.
 
     Same layers and widths as SimpleNet (1,370,020 parameters against 1,368,676: batch norm's two
     parameters per channel replace the conv biases). Dropout2d(0.5) sits once, on the last conv's
@@ -418,17 +654,17 @@ class CustomNet2(nn.Module):
         self.features = nn.Sequential(
             # 3 x 128 x 128 -> 64 x 64 x 64 -> 64 x 32 x 32
             *_conv_bn_relu(conv_op, 3, 64, kernel_size=7, stride=2, padding=3),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            _pool(),
             # bottleneck 64 -> 64 -> 64 -> 256, then 256 x 16 x 16
             *_conv_bn_relu(conv_op, 64, 64, kernel_size=1),
             *_conv_bn_relu(conv_op, 64, 64, kernel_size=3, padding=1),
             *_conv_bn_relu(conv_op, 64, 256, kernel_size=1),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            _pool(),
             # bottleneck 256 -> 64 -> 64 -> 256, then 256 x 8 x 8
             *_conv_bn_relu(conv_op, 256, 64, kernel_size=1),
             *_conv_bn_relu(conv_op, 64, 64, kernel_size=3, padding=1),
             *_conv_bn_relu(conv_op, 64, 256, kernel_size=1),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            _pool(),
             # 512 x 8 x 8
             *_conv_bn_relu(conv_op, 256, 512, kernel_size=3, padding=1),
         )
@@ -470,8 +706,8 @@ class ResidualBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
-    """A residual network sized for 128 x 128 MiniPlaces: ResNet-18's layout at about half width.
+class ResNet18Half(nn.Module):
+    """Ours (not the team's ResNet): ResNet-18's layout at about half width, for 128 x 128 MiniPlaces.
 
     stem: 7x7/2 conv + BN + ReLU + 3x3/2 max pool, 3 x 128 x 128 -> C x 32 x 32 (ResNet's own
     stem). Then `stages`, each (width, number of blocks, stride of its first block): by default
@@ -485,7 +721,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(
             *_conv_bn_relu(conv_op, 3, stem_channels, kernel_size=7, stride=2, padding=3),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            _pool(),
         )
         blocks = []
         in_channels = stem_channels
@@ -505,8 +741,8 @@ class ResNet(nn.Module):
         return self.fc(x)  # (N, num_classes)
 
 
-class CustomNet(ResNet):
-    """The team's first attempt: SimpleNet's stem and 4 residual blocks of two conv-BN-ReLU each.
+class CustomNetRes(ResNet18Half):
+    """Ours (not the team's CustomNet): SimpleNet's stem and 4 residual blocks of two conv-BN-ReLU each.
 
     64 x 32 x 32 -> 64 x 32 x 32 -> 128 x 16 x 16 -> 128 x 16 x 16 -> 256 x 8 x 8 at 128 px: the
     same downsampling as SimpleNet, ending at 8 x 8, with about its parameter count.
@@ -517,12 +753,12 @@ class CustomNet(ResNet):
                          stages=((64, 1, 1), (128, 1, 2), (128, 1, 1), (256, 1, 2)))
 
 
-class Inception(nn.Module):
+class Inception5x5(nn.Module):
     """GoogLeNet's block: four branches concatenated on channels (Szegedy et al. 2015).
 
     1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, every conv followed by BN + ReLU
-    (batch norm as in Inception-v2). The paper's 5x5 is kept (torchvision's GoogLeNet uses a 3x3
-    there). Output: (N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W).
+    (batch norm as in Inception-v2). The paper's 5x5 is kept (torchvision's GoogLeNet and the
+    team's Inception use 3x3 there). Output: (N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W).
     """
 
     def __init__(self, conv_op, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
@@ -549,7 +785,7 @@ class Inception(nn.Module):
 
 # GoogLeNet's inception configurations (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj),
 # every width halved; "pool" marks a 3x3/2 max pool.
-GOOGLENET_BLOCKS = (
+GOOGLENET_HALF_BLOCKS = (
     (96, 32, 48, 64, 8, 16, 16),  # 3a -> 128
     (128, 64, 64, 96, 16, 48, 32),  # 3b -> 240
     "pool",
@@ -564,8 +800,8 @@ GOOGLENET_BLOCKS = (
 )
 
 
-class GoogLeNet(nn.Module):
-    """GoogLeNet (Szegedy et al. 2015) at half width, sized for 128 x 128 inputs.
+class GoogLeNetHalf(nn.Module):
+    """Ours (not the team's GoogLeNet): GoogLeNet (Szegedy et al. 2015) at half width, for 128 x 128.
 
     The stem drops GoogLeNet's second max pool, so at 128 px the inception stages see 32, 16 and
     8 px (the original sees 28, 14 and 7 at 224 px) and end at 8 x 8 as SimpleNet does. No
@@ -579,14 +815,13 @@ class GoogLeNet(nn.Module):
         self.stem = nn.Sequential(
             # 3 x 128 x 128 -> 32 x 64 x 64 -> 32 x 32 x 32 -> 96 x 32 x 32
             *_conv_bn_relu(conv_op, 3, 32, kernel_size=7, stride=2, padding=3),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            _pool(),
             *_conv_bn_relu(conv_op, 32, 32, kernel_size=1),
             *_conv_bn_relu(conv_op, 32, 96, kernel_size=3, padding=1),
         )
         self.inception = nn.Sequential(*(
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if config == "pool"
-            else Inception(conv_op, *config)
-            for config in GOOGLENET_BLOCKS
+            _pool() if config == "pool" else Inception5x5(conv_op, *config)
+            for config in GOOGLENET_HALF_BLOCKS
         ))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(dropout)

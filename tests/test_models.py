@@ -52,7 +52,9 @@ def calibrate_norms_(model, images):
 
 
 def test_archs_are_the_agreed_names():
-    assert set(ARCH_NAMES) == {"simplenet", "customnet2", "customnet", "resnet", "googlenet", "resnet18"}
+    team = {"customnet2", "customnet", "resnet", "googlenet"}
+    ours = {"customnet2_bn", "customnet_res", "resnet18_half", "googlenet_half"}
+    assert set(ARCH_NAMES) == {"simplenet", "resnet18"} | team | ours
     assert student_code.default_model is SimpleNet
 
 
@@ -60,8 +62,8 @@ def test_simplenet_has_the_starters_parameter_count():
     assert sum(p.numel() for p in SimpleNet().parameters()) == 1_368_676
 
 
-def test_customnet2_is_simplenet_with_batch_norm_and_channel_dropout():
-    simple, custom2 = SimpleNet(), build("customnet2")
+def test_customnet2_bn_is_simplenet_with_batch_norm_and_channel_dropout():
+    simple, custom2 = SimpleNet(), build("customnet2_bn")
     simple_convs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride)
                     for m in simple.modules() if isinstance(m, nn.Conv2d)]
     custom2_convs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride)
@@ -154,19 +156,22 @@ def test_init_is_kaiming_normal_fan_out(name):
             fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
             expected_std = math.sqrt(2.0 / fan_out)
             std = module.weight.std().item()
-            assert abs(std - expected_std) < 0.1 * expected_std, module_name
+            # The sample std of n normal draws has a relative spread of about 1/sqrt(2n): 10% covers
+            # large layers, 4 spreads the team's GoogLeNet's tiny ones (48 weights in a3.b1.0).
+            tolerance = max(0.1, 4 / math.sqrt(2 * module.weight.numel()))
+            assert abs(std - expected_std) < tolerance * expected_std, module_name
             assert module.bias is None or not module.bias.any(), module_name
         elif isinstance(module, nn.Linear):
             assert abs(module.weight.std().item() - 0.01) < 0.001, module_name
             assert not module.bias.any(), module_name
 
 
-@pytest.mark.parametrize("name", ["customnet", "resnet", "resnet18"])
+@pytest.mark.parametrize("name", ["customnet_res", "resnet18_half", "resnet18"])
 def test_residual_blocks_start_as_the_identity(name):
     model = build(name)
     blocks = [m for m in model.modules()
               if isinstance(m, (ResidualBlock, torchvision.models.resnet.BasicBlock))]
-    assert len(blocks) == {"customnet": 4, "resnet": 8, "resnet18": 8}[name]
+    assert len(blocks) == {"customnet_res": 4, "resnet18_half": 8, "resnet18": 8}[name]
     for block in blocks:
         assert not block.bn2.weight.any()
         assert block.bn1.weight.eq(1).all()
