@@ -268,3 +268,14 @@ def test_wrapper_prefixes_are_stripped_in_any_nesting():
     # A prefix that only some keys share is part of the names.
     mixed = {"module.a": torch.zeros(1), "b": torch.zeros(1)}
     assert checkpoints.strip_wrapper_prefixes(mixed) == mixed
+
+
+def test_the_team_checkpoint_builds_the_teams_resnet_without_arch(shared_team):
+    # The 2019 harness wrote model_arch 'simplenet' for every network; the weights say which one it is.
+    path = shared_team / "checkpoints" / "resnet_model_best.pth.tar"
+    checkpoint = checkpoints.read(path)
+    arch, model, note = models.model_for_checkpoint(checkpoint, None, checkpoint.num_classes)
+    assert (arch, type(model).__name__, checkpoint.epoch) == ("resnet", "ResNet", 90)
+    assert note == (f"=> {path}: its model_arch says 'simplenet', but its weights fit --arch resnet (ResNet): "
+                    "building that")
+    checkpoints.load_weights(model, checkpoint)
