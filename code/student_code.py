@@ -295,23 +295,30 @@ def _accumulate_weight_grad(grad_w, dy, cols, one_product):
             grad_w[group].addmm_(sample_dy[group], sample_cols[group].t())
 
 
+def _autocast_to(tensor, dtype):
+    """A floating-point tensor in `dtype`; anything else unchanged, for _check_tensors to judge."""
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+        return tensor.to(dtype)
+    return tensor
+
+
 def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """`torch.nn.functional.conv2d`, computed with CustomConv2DFunction.
 
     Takes batched (N, C, H, W) or unbatched (C, H, W) input, and padding as an int, a pair,
     'valid' or 'same'. Under autocast it runs in the autocast dtype, as F.conv2d does.
     """
+    if isinstance(input, torch.Tensor) and torch.is_autocast_enabled(input.device.type):
+        # Cast before the dtype check, as autocast does for F.conv2d: inside a network a layer gets
+        # the previous layer's fp16/bf16 output while its own weight stays float32.
+        device_type = input.device.type
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return custom_conv2d(_autocast_to(input, dtype), _autocast_to(weight, dtype),
+                                 _autocast_to(bias, dtype), stride, padding, dilation, groups)
     _check_tensors(input, weight, bias)
     if input.dim() not in (3, 4):
         raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got {tuple(input.shape)}")
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        with torch.autocast(device_type, enabled=False):
-            return custom_conv2d(
-                input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
-                stride, padding, dilation, groups,
-            )
     if input.dim() == 3:
         return CustomConv2DFunction.apply(
             input.unsqueeze(0), weight, bias, stride, padding, dilation, groups

@@ -193,6 +193,35 @@ def test_autocast_runs_in_the_autocast_dtype():
     torch.testing.assert_close(out.float(), ref.float(), atol=0.25, rtol=0.05)
 
 
+def test_autocast_casts_mixed_dtypes_as_conv2d_does():
+    # Inside an autocast network a layer gets the previous layer's bf16 output and its float32 weight.
+    x, w, b, kwargs = make_case(CASES[2], dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = custom_conv2d(x.bfloat16(), w, b, **kwargs)
+        ref = F.conv2d(x.bfloat16(), w, b, **kwargs)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.25, rtol=0.05)
+
+
+def test_simplenet_trains_under_autocast_with_either_conv():
+    torch.manual_seed(0)
+    reference = student_code.SimpleNet(conv_op=nn.Conv2d)
+    custom = student_code.SimpleNet(conv_op=CustomConv2d)
+    custom.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    losses = []
+    for model in (reference, custom):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().logsumexp(dim=1).mean()
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], atol=0.05, rtol=0.02)
+    for (name, p), q in zip(reference.named_parameters(), custom.parameters()):
+        assert q.grad is not None and q.grad.dtype == torch.float32, name
+        scale = p.grad.abs().max().item()
+        torch.testing.assert_close(q.grad, p.grad, atol=0.05 * scale, rtol=0, msg=name)
+
+
 def test_output_is_fresh_so_inplace_relu_works():
     x, w, b, kwargs = make_case(CASES[2], dtype=torch.float32)
     w.requires_grad_()
