@@ -11,8 +11,10 @@ Peak memory: on a GPU torch.cuda.max_memory_allocated over the timed steps (mode
 batch and activations), read in the timing run itself since the caching allocator counts exactly;
 on the CPU the peak resident set size above the process's size before the model was built, in a
 separate run with glibc's mmap threshold fixed (see rss.MEASURE_ENV), while the timing runs keep the
-default allocator, as users run. Prints ms/step and peak MiB for both, and the ratios; --json PATH
-writes the same figures as JSON (bench/gpu_check.py reads them).
+default allocator, as users run (--one-run takes it from the timing run instead, as on a GPU: half
+the processes, for a quick check of the script, but then glibc's cached free blocks count too).
+Prints ms/step and peak MiB for both, and the ratios; --json PATH writes the same figures as JSON
+(bench/gpu_check.py reads them).
 """
 import argparse
 import json
@@ -91,7 +93,7 @@ def run_child(variant, env, *extra):
 
 def measure(args):
     """{variant: {'ms': best median ms/step, 'peak_mib': lowest peak}, plus the children's environment}."""
-    separate_memory_runs = args.device == "cpu"
+    separate_memory_runs = args.device == "cpu" and not args.one_run
     times = {variant: [] for variant in VARIANTS}
     peaks = {variant: [] for variant in VARIANTS}
     for _ in range(args.repeats):
@@ -117,6 +119,7 @@ def summarize(results, args):
         **results,
         "device": args.device, "batch_size": args.batch_size, "size": args.size, "amp": args.amp,
         "channels_last": args.channels_last, "steps": args.steps, "repeats": args.repeats,
+        "memory_from_timing_run": args.device != "cpu" or args.one_run,
         "time_ratio": custom["ms"] / base["ms"],
         "memory_ratio": custom["peak_mib"] / base["peak_mib"],
     }
@@ -147,6 +150,8 @@ def main():
                         help="alternate the two variants this many times; the best of each is kept")
     parser.add_argument("--chunk-bytes", type=int,
                         help="column bytes per chunk (sets student_code.CHUNK_BYTES and ACCELERATOR_CHUNK_BYTES)")
+    parser.add_argument("--one-run", action="store_true",
+                        help="on the CPU, read the peak memory from the timing run (no separate memory run)")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
