@@ -149,7 +149,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate the two variants this many times; the best of each is kept")
     parser.add_argument("--chunk-bytes", type=int,
-                        help="column bytes per chunk (sets student_code.CHUNK_BYTES and ACCELERATOR_CHUNK_BYTES)")
+                        help="column bytes per chunk (student_code.CHUNK_BYTES and ACCELERATOR_CHUNK_BYTES)")
     parser.add_argument("--one-run", action="store_true",
                         help="on the CPU, read the peak memory from the timing run (no separate memory run)")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")

@@ -94,9 +94,9 @@ def measure_loader(args, root):
                                    transforms=custom_transforms.get_train_transforms(defer=True),
                                    cache=Path(tmp) / "cache" if args.cache else False)
         setup_seconds = time.perf_counter() - start
-        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=RandomSampler(dataset, num_samples=args.samples),
-                            num_workers=args.workers, pin_memory=device.type == "cuda", drop_last=True,
-                            persistent_workers=True)
+        sampler = RandomSampler(dataset, num_samples=args.samples)
+        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                            pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
         rates = loader_epochs(loader, device, args.channels_last, args.epochs)
         del loader  # stops the persistent workers before the cache folder goes
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -110,9 +110,9 @@ def measure_loader(args, root):
 
 
 def print_loader_report(report):
-    print(f"train loader to {report['device_name']}: {report['workers']} workers, batch {report['batch_size']}, "
-          f"{report['samples_per_epoch']} images/epoch drawn from {report['train_images']} "
-          f"{report['source']} images; {report['cpus']} CPUs, torch {report['torch']}")
+    print(f"train loader to {report['device_name']}: {report['workers']} workers, "
+          f"batch {report['batch_size']}, {report['samples_per_epoch']} images/epoch drawn from "
+          f"{report['train_images']} {report['source']} images; {report['cpus']} CPUs, torch {report['torch']}")
     if report["source"] == "cache":
         print(f"cache build: {report['setup_seconds']:.1f} s")
     epochs = ", ".join(f"{rate:,.0f}" for rate in report["epoch_images_per_s"])
@@ -128,10 +128,12 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=2000, help="train images to time")
     parser.add_argument("--repeats", type=int, default=3, help="passes; the best one counts")
     loader = parser.add_argument_group("the training loader (--workers N)")
-    loader.add_argument("--workers", type=int, default=0, help="DataLoader workers; 0: time one worker's work")
+    loader.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers; 0: time one worker's work instead")
     loader.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     loader.add_argument("--cache", action="store_true", help="read a uint8 cache instead of the JPEGs")
-    loader.add_argument("--channels-last", action="store_true", help="batches in NHWC, as main.py --channels-last")
+    loader.add_argument("--channels-last", action="store_true",
+                        help="batches in NHWC, as main.py --channels-last")
     loader.add_argument("-b", "--batch-size", type=int, default=256)
     loader.add_argument("--samples", type=int, default=20_000, help="images per epoch")
     loader.add_argument("--epochs", type=int, default=3, help="epochs; the first is not counted")

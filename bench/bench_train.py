@@ -4,7 +4,7 @@ synthetic 128x128 batches, the same step main.py runs, without data loading.
     python bench/bench_train.py                      # CPU: fp32, channels-last, bf16 autocast
     python bench/bench_train.py --device cuda        # GPU: fp32, then --amp --channels-last (fp16 + GradScaler)
     python bench/bench_train.py --batch-size 256 --steps 50 --compile
-    python bench/bench_train.py --device cuda --arch customnet2 --only amp+channels-last --compile --json t.json
+    python bench/bench_train.py --device cuda --arch customnet2 --only amp+channels-last --compile
 
 Prints one table row per configuration: images/s (median of --repeats timed runs of --steps steps,
 after --warmup untimed steps) and peak memory (CUDA max allocated; on the CPU the process's peak
@@ -112,14 +112,15 @@ def main(argv=None):
     configs = [c for c in CONFIGS if args.only in (None, c[0])]
     report = {"arch": args.arch, "device": args.device, "device_name": device_name(device),
               "torch": torch.__version__, "batch_size": args.batch_size, "size": args.size, "rows": []}
-    print(f"{args.arch} training steps, batch {args.batch_size}, {args.size}x{args.size}, {report['device_name']}, "
-          f"torch {torch.__version__}")
+    print(f"{args.arch} training steps, batch {args.batch_size}, {args.size}x{args.size}, "
+          f"{report['device_name']}, torch {torch.__version__}")
     print(f"{'config':<26} {'images/s':>10} {'min..max':>17} {'peak MiB':>10}")
 
     def add_row(label, amp, channels_last, compile_backend=None):
         rates, peak = time_config(args, device, amp, channels_last, compile_backend)
         row = {"config": label, "amp": amp, "channels_last": channels_last, "compile": compile_backend,
-               "images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "peak_mib": peak}
+               "images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+               "peak_mib": peak}
         report["rows"].append(row)
         name = label if compile_backend is None else f"{label} + compile"
         print(f"{name:<26} {row['images_per_s']:>10.1f} {row['min']:>8.1f}..{row['max']:<8.1f} {peak:>10.0f}",

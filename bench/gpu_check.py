@@ -80,7 +80,8 @@ PROFILES = {
     ),
     "cpu": Profile(
         device="cpu", gpu_flag="-1",
-        conv=("--batch-size", "4", "--size", "32", "--steps", "1", "--warmup", "1", "--repeats", "1", "--one-run"),
+        conv=("--batch-size", "4", "--size", "32", "--steps", "1", "--warmup", "1", "--repeats", "1",
+              "--one-run"),
         train=("-b", "4", "--size", "32", "--steps", "1", "--warmup", "1", "--repeats", "1"),
         compile_backend="eager", train_per_class=2, val_per_class=1, workers=2, batch_size=10,
         pipeline=("--samples", "40", "--epochs", "2"),
@@ -171,9 +172,10 @@ def conv_reader(json_path):
     def read(output):
         result = load_json(json_path)
         base, custom = result["variants"]["nn.Conv2d"], result["variants"]["CustomConv2d"]
-        summary = (f"CustomConv2d / nn.Conv2d: time {result['time_ratio']:.2f}x "
-                   f"({verdict(result['time_ratio'], CONV_TARGETS['time_ratio'], 'x')}), memory "
-                   f"{result['memory_ratio']:.2f}x ({verdict(result['memory_ratio'], CONV_TARGETS['memory_ratio'], 'x')}); "
+        time_ratio, memory_ratio = result["time_ratio"], result["memory_ratio"]
+        summary = (f"CustomConv2d / nn.Conv2d: time {time_ratio:.2f}x "
+                   f"({verdict(time_ratio, CONV_TARGETS['time_ratio'], 'x')}), memory {memory_ratio:.2f}x "
+                   f"({verdict(memory_ratio, CONV_TARGETS['memory_ratio'], 'x')}); "
                    f"{custom['ms']:.1f} vs {base['ms']:.1f} ms/step, {custom['peak_mib']:,.0f} vs "
                    f"{base['peak_mib']:,.0f} MiB, batch {result['batch_size']}")
         return summary, result
@@ -221,8 +223,9 @@ def main_train_reader(run_dir):
         if not (run_dir / "model_best.pth.tar").is_file():
             raise StepFailed("model_best.pth.tar not written")
         last = metrics[-1]
-        return (f"{len(metrics)} epochs: val top-1 {last['val_top1']:.1f}%, train loss {last['train_loss']:.3f}, "
-                f"{last['images_per_s']:,.0f} img/s, peak {last['peak_mem_mib']:,.0f} MiB on {last['device']}",
+        return (f"{len(metrics)} epochs: val top-1 {last['val_top1']:.1f}%, "
+                f"train loss {last['train_loss']:.3f}, {last['images_per_s']:,.0f} img/s, "
+                f"peak {last['peak_mem_mib']:,.0f} MiB on {last['device']}",
                 {"epochs": metrics})
     return read
 
@@ -279,16 +282,17 @@ def cpu_eval_reader(cpu_dir, device_dir):
 # The plan
 # ---------------------------------------------------------------------------------------------------
 
+# torchvision's version is read from its metadata: importing it imports torch._dynamo (seconds).
 ENVIRONMENT_PROBE = """
-import json, os, platform, sys
-import torch, torchvision
+import importlib.metadata, json, os, platform, sys
+import torch
 gpu = None
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     gpu = {"name": p.name, "memory_gib": p.total_memory / 2**30, "capability": f"{p.major}.{p.minor}",
            "count": torch.cuda.device_count()}
 print(json.dumps({"python": platform.python_version(), "torch": torch.__version__,
-                  "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+                  "torchvision": importlib.metadata.version("torchvision"), "cuda": torch.version.cuda,
                   "cudnn": torch.backends.cudnn.version(), "cpus": os.cpu_count(), "gpu": gpu}))
 if sys.argv[1] == "cuda" and gpu is None:
     sys.exit("CUDA is not available to torch")
@@ -310,10 +314,11 @@ def plan(profile, work):
              [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests", "code"], 150,
              read_pytest, env={"TEST_DEVICE": profile.device}),
     ]
-    for key, flags, label in (("conv", (), "fp32"), ("conv-amp", ("--amp", "--channels-last"), "amp, channels-last")):
+    for key, flags in (("conv", ()), ("conv-amp", ("--amp", "--channels-last"))):
         out = work / f"{key}.json"
-        steps.append(Step(key, f"conv bench, {label}",
-                          [python, str(bench / "bench_conv.py"), *device, *profile.conv, *flags, "--json", str(out)],
+        steps.append(Step(key, f"conv bench, {' '.join(flags) or 'fp32'}",
+                          [python, str(bench / "bench_conv.py"), *device, *profile.conv, *flags,
+                           "--json", str(out)],
                           90, conv_reader(out)))
     steps.append(Step("demo", "generated data",
                       [python, str(REPO_ROOT / "code" / "demo_data.py"), str(data),
@@ -348,8 +353,8 @@ def plan(profile, work):
         out = work / f"train-{arch}.json"
         steps.append(Step(f"train-{arch}", f"{arch} training, amp, channels-last, eager and compiled",
                           [python, str(bench / "bench_train.py"), "--arch", arch, *device, *profile.train,
-                           "--only", "amp+channels-last", "--compile", "--compile-backend", profile.compile_backend,
-                           "--json", str(out)],
+                           "--only", "amp+channels-last", "--compile",
+                           "--compile-backend", profile.compile_backend, "--json", str(out)],
                           180, train_reader(out, target)))
     return steps
 
@@ -430,7 +435,8 @@ def run_all(steps, budget, log, on_outcome):
         else:
             print(f"[gpu_check] {step.key}: {step.title} ...", flush=True)
             outcome = run_step(step, min(step.timeout, remaining), log)
-        print(f"[gpu_check] {step.key}: {outcome.status} ({outcome.seconds:.0f} s) {outcome.summary}", flush=True)
+        print(f"[gpu_check] {step.key}: {outcome.status} ({outcome.seconds:.0f} s) {outcome.summary}",
+              flush=True)
         outcomes[step.key] = outcome
         on_outcome(outcomes)
     return outcomes
@@ -492,10 +498,12 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=sorted(PROFILES), default="cuda",
                         help="cuda: the real check; cpu: every step at toy sizes, to test the script")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(REPO_ROOT / "bench" / "out"),
-                        help="folder for summary.md, gpu_check.log, results.json (default: $OUT, else bench/out)")
+                        help="folder for summary.md, gpu_check.log and results.json ($OUT, else bench/out)")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all the steps")
-    parser.add_argument("--work", default=None, help="folder for generated data and runs (default: a temporary one)")
-    parser.add_argument("--only", nargs="+", default=[], metavar="STEP", help="run these steps (and what they need)")
+    parser.add_argument("--work", default=None,
+                        help="folder for the generated data and runs, kept (default: a temporary one)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="STEP",
+                        help="run these steps (and the steps they need)")
     return parser.parse_args(argv)
 
 

@@ -20,8 +20,8 @@ import gpu_check  # noqa: E402  (bench/ is not a package)
 def test_every_step_runs_and_passes_on_the_cpu(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     completed = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--out", str(out), "--work", str(work),
-         "--budget", "900"],
+        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--out", str(out),
+         "--work", str(work), "--budget", "900"],
         capture_output=True, text=True, timeout=1200)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
 
@@ -72,7 +72,8 @@ def test_a_step_past_its_timeout_is_stopped_with_its_children(tmp_path):
 
 
 def test_steps_beyond_the_budget_are_skipped(tmp_path):
-    steps = [python_step("first", "import time; time.sleep(1); print('ok')"), python_step("second", "print('ok')")]
+    steps = [python_step("first", "import time; time.sleep(1); print('ok')"),
+             python_step("second", "print('ok')")]
     outcomes = run_steps(steps, tmp_path, budget=5.5)
     assert outcomes["first"].status == "passed"
     assert outcomes["second"].status == "skipped" and "budget" in outcomes["second"].summary
