@@ -112,7 +112,8 @@ def measure_loader(args, root):
 def print_loader_report(report):
     print(f"train loader to {report['device_name']}: {report['workers']} workers, "
           f"batch {report['batch_size']}, {report['samples_per_epoch']} images/epoch drawn from "
-          f"{report['train_images']} {report['source']} images; {report['cpus']} CPUs, torch {report['torch']}")
+          f"{report['train_images']} {report['source']} images; {report['cpus']} CPUs, "
+          f"torch {report['torch']}")
     if report["source"] == "cache":
         print(f"cache build: {report['setup_seconds']:.1f} s")
     epochs = ", ".join(f"{rate:,.0f}" for rate in report["epoch_images_per_s"])
