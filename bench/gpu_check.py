@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH = REPO_ROOT / "bench"
 MAIN = str(REPO_ROOT / "code" / "main.py")
 DEFAULT_BUDGET_S = 420
 SIMPLENET_TARGET_IMAGES_PER_S = 10_000
@@ -300,62 +301,110 @@ if sys.argv[1] == "cuda" and gpu is None:
 """
 
 
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where the steps write, under the work folder."""
+
+    work: Path
+
+    @property
+    def data(self):
+        return self.work / "data"
+
+    @property
+    def logs(self):
+        return self.work / "logs"
+
+    @property
+    def run_dir(self):
+        return self.logs / RUN_NAME
+
+    @property
+    def cpu_eval_dir(self):
+        return self.logs / f"{RUN_NAME}_cpu_eval"
+
+    @property
+    def best(self):
+        return str(self.run_dir / "model_best.pth.tar")
+
+
 def plan(profile, work):
-    """Every step, in the order they run."""
+    """Every step, in the order they run: correctness first, then the benchmarks that compile."""
+    paths = Paths(work)
+    return [*check_steps(profile), *conv_steps(profile, paths), *data_steps(profile, paths),
+            *main_steps(profile, paths), *training_steps(profile, paths)]
+
+
+def check_steps(profile):
     python = sys.executable
-    bench = REPO_ROOT / "bench"
-    data, logs = work / "data", work / "logs"
-    run_dir, cpu_dir = logs / RUN_NAME, logs / f"{RUN_NAME}_cpu_eval"
-    best = str(run_dir / "model_best.pth.tar")
-    loader = ("-j", str(profile.workers))
-    device = ("--device", profile.device)
-    steps = [
+    return [
         Step("env", "environment", [python, "-c", ENVIRONMENT_PROBE, profile.device], 60, read_environment),
         Step("tests", "device tests (pytest -m cuda)",
              [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests", "code"], 150,
              read_pytest, env={"TEST_DEVICE": profile.device}),
     ]
+
+
+def conv_steps(profile, paths):
+    steps = []
     for key, flags in (("conv", ()), ("conv-amp", ("--amp", "--channels-last"))):
-        out = work / f"{key}.json"
+        out = paths.work / f"{key}.json"
         steps.append(Step(key, f"conv bench, {' '.join(flags) or 'fp32'}",
-                          [python, str(bench / "bench_conv.py"), *device, *profile.conv, *flags,
-                           "--json", str(out)],
+                          [sys.executable, str(BENCH / "bench_conv.py"), "--device", profile.device,
+                           *profile.conv, *flags, "--json", str(out)],
                           90, conv_reader(out)))
-    steps.append(Step("demo", "generated data",
-                      [python, str(REPO_ROOT / "code" / "demo_data.py"), str(data),
-                       "--train-per-class", str(profile.train_per_class),
-                       "--val-per-class", str(profile.val_per_class), "--test-count", "10"],
-                      120, read_demo(data)))
+    return steps
+
+
+def data_steps(profile, paths):
+    """The generated dataset, and the train loader's throughput on it."""
+    steps = [Step("demo", "generated data",
+                  [sys.executable, str(REPO_ROOT / "code" / "demo_data.py"), str(paths.data),
+                   "--train-per-class", str(profile.train_per_class),
+                   "--val-per-class", str(profile.val_per_class), "--test-count", "10"],
+                  120, read_demo(paths.data))]
     for key, flags, label in (("pipeline-jpeg", (), "JPEG"), ("pipeline-cache", ("--cache",), "cache")):
-        out = work / f"{key}.json"
+        out = paths.work / f"{key}.json"
         steps.append(Step(key, f"train loader, {label}",
-                          [python, str(bench / "bench_pipeline.py"), "--root", str(data), "--workers",
-                           str(profile.workers), *device, "-b", str(profile.batch_size), "--channels-last",
-                           *profile.pipeline, *flags, "--json", str(out)],
+                          [sys.executable, str(BENCH / "bench_pipeline.py"), "--root", str(paths.data),
+                           "--workers", str(profile.workers), "--device", profile.device,
+                           "-b", str(profile.batch_size), "--channels-last", *profile.pipeline, *flags,
+                           "--json", str(out)],
                           90, pipeline_reader(out), needs=("demo",)))
-    main_common = (MAIN, str(data), "--gpu", profile.gpu_flag, *loader, "--logdir", str(logs))
-    steps += [
-        Step("main-train", f"main.py, 2 epochs {' '.join(profile.precision)}",
-             [python, *main_common, "--epochs", "2", "-b", str(profile.batch_size), *profile.precision,
-              "--seed", "0", "--run-name", RUN_NAME],
-             150, main_train_reader(run_dir), needs=("demo",)),
-        Step("main-eval", f"main.py -e -v {' '.join(profile.precision)} on model_best",
-             [python, *main_common, "--resume", best, "-e", "-v", *profile.precision],
-             90, main_eval_reader(run_dir), needs=("main-train",)),
+    return steps
+
+
+def main_steps(profile, paths):
+    """main.py end to end: train, -e -v and -a -v on the device, then -e on the CPU."""
+    common = (sys.executable, MAIN, str(paths.data), "-j", str(profile.workers), "--logdir", str(paths.logs))
+    on_device = (*common, "--gpu", profile.gpu_flag)
+    precision = " ".join(profile.precision)
+    return [
+        Step("main-train", f"main.py, 2 epochs {precision}",
+             [*on_device, "--epochs", "2", "-b", str(profile.batch_size), *profile.precision, "--seed", "0",
+              "--run-name", RUN_NAME],
+             150, main_train_reader(paths.run_dir), needs=("demo",)),
+        Step("main-eval", f"main.py -e -v {precision} on model_best",
+             [*on_device, "--resume", paths.best, "-e", "-v", *profile.precision],
+             90, main_eval_reader(paths.run_dir), needs=("main-train",)),
         Step("main-attack", "main.py -a -v on model_best",
-             [python, *main_common, "--resume", best, "-a", "-v", "--channels-last"],
-             90, main_attack_reader(run_dir), needs=("main-train",)),
+             [*on_device, "--resume", paths.best, "-a", "-v", "--channels-last"],
+             90, main_attack_reader(paths.run_dir), needs=("main-train",)),
         Step("main-cpu-eval", "main.py -e on the CPU (--gpu -1)",
-             [python, MAIN, str(data), "--gpu", "-1", *loader, "--logdir", str(logs), "--resume", best, "-e",
-              "--run-name", cpu_dir.name],
-             120, cpu_eval_reader(cpu_dir, run_dir), needs=("main-eval",)),
+             [*common, "--gpu", "-1", "--resume", paths.best, "-e", "--run-name", paths.cpu_eval_dir.name],
+             120, cpu_eval_reader(paths.cpu_eval_dir, paths.run_dir), needs=("main-eval",)),
     ]
+
+
+def training_steps(profile, paths):
+    """Training throughput, eager then compiled; last, since compiling takes longest."""
+    steps = []
     for arch, target in (("simplenet", SIMPLENET_TARGET_IMAGES_PER_S), ("customnet2", None)):
-        out = work / f"train-{arch}.json"
+        out = paths.work / f"train-{arch}.json"
         steps.append(Step(f"train-{arch}", f"{arch} training, amp, channels-last, eager and compiled",
-                          [python, str(bench / "bench_train.py"), "--arch", arch, *device, *profile.train,
-                           "--only", "amp+channels-last", "--compile",
-                           "--compile-backend", profile.compile_backend, "--json", str(out)],
+                          [sys.executable, str(BENCH / "bench_train.py"), "--arch", arch,
+                           "--device", profile.device, *profile.train, "--only", "amp+channels-last",
+                           "--compile", "--compile-backend", profile.compile_backend, "--json", str(out)],
                           150, train_reader(out, target)))
     return steps
 
@@ -498,7 +547,7 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", choices=sorted(PROFILES), default="cuda",
                         help="cuda: the real check; cpu: every step at toy sizes, to test the script")
-    parser.add_argument("--out", default=os.environ.get("OUT") or str(REPO_ROOT / "bench" / "out"),
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(BENCH / "out"),
                         help="folder for summary.md, gpu_check.log and results.json ($OUT, else bench/out)")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all the steps")
     parser.add_argument("--work", default=None,
@@ -523,7 +572,7 @@ def main(argv=None):
         with open(out / "gpu_check.log", "w") as log:
             outcomes = run_all(steps, args.budget, log,
                                lambda done: write_report(out, steps, done, profile))
-        copy_pictures(work / "logs" / RUN_NAME, out)
+        copy_pictures(Paths(work).run_dir, out)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 A GPU is lent to few sessions, so the check runs here at toy sizes on the CPU (`--device cpu`): the
 command lines it gives the tests, the benchmarks and main.py cannot rot in between. That run starts
-Python and torch about twenty times, hence most of its time (see the README's test figures).
+Python, torch and torchvision about twenty times, hence its minutes; it is marked `slow`.
 """
 import json
 import subprocess
@@ -17,6 +17,7 @@ sys.path.insert(0, str(BENCH))
 import gpu_check  # noqa: E402  (bench/ is not a package)
 
 
+@pytest.mark.slow
 def test_every_step_runs_and_passes_on_the_cpu(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     completed = subprocess.run(
