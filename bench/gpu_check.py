@@ -16,7 +16,7 @@ does not stop the steps after it:
     pipeline-jpeg, pipeline-cache
                     bench_pipeline.py --workers: images/s that main.py's train loader delivers to
                     the device, from the JPEGs and from the uint8 cache
-    main-train      main.py, 2 epochs with --amp --channels-last on the generated data
+    main-train      main.py, 2 epochs with --amp --channels-last on the generated data (--amp only on CUDA)
     main-eval, main-attack
                     main.py -e -v and -a -v on its model_best.pth.tar, on the device
     main-cpu-eval   main.py -e on that checkpoint on the CPU (--gpu -1): the same top-1 within a margin
