@@ -1,6 +1,7 @@
-"""Images/s of the MiniPlaces input pipeline per DataLoader worker (one process, one thread).
+"""Images/s of the MiniPlaces input pipeline: per DataLoader worker, or delivered to the training device.
 
     python bench/bench_pipeline.py [--root ../shared/miniplaces] [--images 2000] [--repeats 3]
+    python bench/bench_pipeline.py --root DATA --workers 16 --device cuda [--cache] [--json PATH]
 
 Rows: Pillow decode only; the train pipeline per image (fused: one grid_sample resampling into the
 tensor), step by step (three Pillow resamplings, for comparison) and deferred (what main.py's workers do:
@@ -9,8 +10,17 @@ pipeline; and the same from the uint8 cache (`cache=...`), which skips JPEG deco
 best of --repeats passes over the same images, read through MiniPlacesLoader.__getitem__ as a worker
 would. A second table times `resample_batch` on this CPU (where a CPU-only run does it, in the main
 process). Skips with a message when the data is absent.
+
+With --workers N it measures the pipeline as main.py's training sees it instead: a DataLoader with N
+worker processes (the deferred train transforms, --batch-size, shuffled, drop-last, pinned memory on
+CUDA), each batch resampled on --device by engine.to_device, from JPEG or with --cache from a uint8
+cache built first in a temporary folder. Each epoch draws --samples images (as many permutations of
+the train split as needed, so a small generated dataset gives long epochs) and the figure is the
+best images/s over the epochs after the first, which includes starting the workers; the device is
+synchronized before each epoch's clock stops. --json PATH writes the figures as JSON.
 """
 import argparse
+import json
 import os
 import platform
 import sys
@@ -20,12 +30,13 @@ from pathlib import Path
 
 import PIL
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, RandomSampler, default_collate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "code"))
 
 import custom_transforms  # noqa: E402
+import engine  # noqa: E402
 from custom_dataloader import MiniPlacesLoader  # noqa: E402
 
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "miniplaces"
@@ -55,21 +66,99 @@ def write_subset(root, count, folder):
     return subset
 
 
+def count_classes(root):
+    return len((root / "categories.txt").read_text().split()) // 2
+
+
+def loader_epochs(loader, device, channels_last, epochs):
+    """Images/s of each pass over `loader`, every batch moved to `device` and resampled there."""
+    rates = []
+    for _ in range(epochs):
+        start, count = time.perf_counter(), 0
+        for images, target in loader:
+            images, target = engine.to_device(images, target, device, channels_last)
+            count += target.shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates.append(count / (time.perf_counter() - start))
+    return rates
+
+
+def measure_loader(args, root):
+    """The --workers mode: {source, images_per_s, epoch_images_per_s, ...} as main.py's training loader
+    delivers batches to the device."""
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        dataset = MiniPlacesLoader(root, num_classes=count_classes(root), split="train",
+                                   transforms=custom_transforms.get_train_transforms(defer=True),
+                                   cache=Path(tmp) / "cache" if args.cache else False)
+        setup_seconds = time.perf_counter() - start
+        sampler = RandomSampler(dataset, num_samples=args.samples)
+        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                            pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
+        rates = loader_epochs(loader, device, args.channels_last, args.epochs)
+        del loader  # stops the persistent workers before the cache folder goes
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return {
+        "source": "cache" if args.cache else "JPEG", "workers": args.workers, "batch_size": args.batch_size,
+        "samples_per_epoch": args.samples, "train_images": len(dataset), "device": args.device,
+        "device_name": name, "cpus": os.cpu_count(), "torch": torch.__version__,
+        "setup_seconds": setup_seconds, "epoch_images_per_s": rates,
+        "images_per_s": max(rates[1:]) if len(rates) > 1 else None,
+    }
+
+
+def print_loader_report(report):
+    print(f"train loader to {report['device_name']}: {report['workers']} workers, "
+          f"batch {report['batch_size']}, {report['samples_per_epoch']} images/epoch drawn from "
+          f"{report['train_images']} {report['source']} images; {report['cpus']} CPUs, "
+          f"torch {report['torch']}")
+    if report["source"] == "cache":
+        print(f"cache build: {report['setup_seconds']:.1f} s")
+    epochs = ", ".join(f"{rate:,.0f}" for rate in report["epoch_images_per_s"])
+    best = report["images_per_s"]
+    print(f"images/s per epoch: {epochs} (the first starts the workers); "
+          f"best after the first: {'not measured (one epoch)' if best is None else f'{best:,.0f}'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="MiniPlaces folder (official layout)")
     parser.add_argument("--images", type=int, default=2000, help="train images to time")
     parser.add_argument("--repeats", type=int, default=3, help="passes; the best one counts")
+    loader = parser.add_argument_group("the training loader (--workers N)")
+    loader.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers; 0: time one worker's work instead")
+    loader.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    loader.add_argument("--cache", action="store_true", help="read a uint8 cache instead of the JPEGs")
+    loader.add_argument("--channels-last", action="store_true",
+                        help="batches in NHWC, as main.py --channels-last")
+    loader.add_argument("-b", "--batch-size", type=int, default=256)
+    loader.add_argument("--samples", type=int, default=20_000, help="images per epoch")
+    loader.add_argument("--epochs", type=int, default=3, help="epochs; the first is not counted")
+    loader.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     root = Path(args.root)
     if not (root / "train.txt").is_file():
         print(f"skipped: no MiniPlaces at {root} (pass --root)")
         return 0
+    if args.workers:
+        report = measure_loader(args, root)
+        print_loader_report(report)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        return 0
+    return time_per_worker(args, root)
+
+
+def time_per_worker(args, root):
+    """The default mode: the tables of one worker's throughput per pipeline and of resample_batch."""
     torch.set_num_threads(1)  # as in a DataLoader worker
     with tempfile.TemporaryDirectory() as tmp:
         subset = write_subset(root, args.images, tmp)
-        num_classes = len((root / "categories.txt").read_text().split()) // 2
+        num_classes = count_classes(root)
 
         def dataset(transforms, cache=False):
             return MiniPlacesLoader(root, label_file=subset, num_classes=num_classes, split="train",

@@ -4,12 +4,16 @@ synthetic 128x128 batches, the same step main.py runs, without data loading.
     python bench/bench_train.py                      # CPU: fp32, channels-last, bf16 autocast
     python bench/bench_train.py --device cuda        # GPU: fp32, then --amp --channels-last (fp16 + GradScaler)
     python bench/bench_train.py --batch-size 256 --steps 50 --compile
+    python bench/bench_train.py --device cuda --arch customnet2 --only amp+channels-last --compile
 
 Prints one table row per configuration: images/s (median of --repeats timed runs of --steps steps,
 after --warmup untimed steps) and peak memory (CUDA max allocated; on the CPU the process's peak
-resident size, which only grows, so later rows include earlier ones).
+resident size, which only grows, so later rows include earlier ones). --compile adds a row for
+torch.compile on the fastest configuration (--compile-backend picks the backend: 'eager' only traces,
+for a quick check of the plumbing). --json PATH writes the rows as JSON, after each row.
 """
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -27,6 +31,11 @@ import utils  # noqa: E402
 from devices import amp_settings  # noqa: E402
 
 
+# (name, amp, channels_last)
+CONFIGS = (("fp32", False, False), ("channels-last", False, True), ("amp", True, False),
+           ("amp+channels-last", True, True))
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -38,9 +47,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 CUDA, 1 CPU)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on the fastest setting")
-    parser.add_argument("--only", choices=("fp32", "channels-last", "amp", "amp+channels-last"), default=None,
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend")
+    parser.add_argument("--only", choices=[name for name, _, _ in CONFIGS], default=None,
                         help="time one configuration only")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -51,18 +63,23 @@ def parse_args(argv=None):
     return args
 
 
-def time_config(arch, device, batch_size, num_classes, amp, channels_last, compile_model, steps, warmup, repeats):
-    """(images/s of each repeat, peak MiB) of SGD steps on one fixed random batch."""
+def time_config(args, device, amp, channels_last, compile_backend=None):
+    """(images/s of each repeat, peak MiB) of SGD steps on one fixed random batch;
+    compile_backend: None for eager, else torch.compile's backend."""
+    arch, batch_size, num_classes = args.arch, args.batch_size, args.num_classes
+    steps, warmup, repeats = args.steps, args.warmup, args.repeats
+    if compile_backend is not None:
+        warmup = max(warmup, 3)  # compilation (forward, then backward) happens in the first steps
     torch.manual_seed(0)
     model = models.build_model(arch, num_classes)[1]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
-    if compile_model:
-        model = torch.compile(model)
+    if compile_backend is not None:
+        model = torch.compile(model, backend=compile_backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
     amp_dtype, scaler = amp_settings(amp, device)
-    images = torch.randn(batch_size, 3, 128, 128)
+    images = torch.randn(batch_size, 3, args.size, args.size)
     target = torch.randint(0, num_classes, (batch_size,))
     images, target = loaders.to_device(images, target, device,
                                       torch.channels_last if channels_last else torch.contiguous_format)
@@ -83,33 +100,41 @@ def time_config(arch, device, batch_size, num_classes, amp, channels_last, compi
     return rates, utils.peak_memory_mib(device)
 
 
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU, {torch.get_num_threads()} threads"
-    configs = [("fp32", False, False), ("channels-last", False, True), ("amp", True, False),
-               ("amp+channels-last", True, True)]
-    if args.only:
-        configs = [c for c in configs if c[0] == args.only]
-    print(f"{args.arch} training steps, batch {args.batch_size}, 128x128, {name}, torch {torch.__version__}")
+        torch.backends.cudnn.benchmark = True  # as main.py sets it
+    configs = [c for c in CONFIGS if args.only in (None, c[0])]
+    report = {"arch": args.arch, "device": args.device, "device_name": device_name(device),
+              "torch": torch.__version__, "batch_size": args.batch_size, "size": args.size, "rows": []}
+    print(f"{args.arch} training steps, batch {args.batch_size}, {args.size}x{args.size}, "
+          f"{report['device_name']}, torch {torch.__version__}")
     print(f"{'config':<26} {'images/s':>10} {'min..max':>17} {'peak MiB':>10}")
-    results = []
-    for label, amp, channels_last in configs:
-        rates, peak = time_config(args.arch, device, args.batch_size, args.num_classes, amp, channels_last, False,
-                                  args.steps, args.warmup, args.repeats)
-        results.append((statistics.median(rates), label, amp, channels_last))
-        print(f"{label:<26} {statistics.median(rates):>10.1f} {min(rates):>8.1f}..{max(rates):<8.1f} {peak:>10.0f}",
+
+    def add_row(label, amp, channels_last, compile_backend=None):
+        rates, peak = time_config(args, device, amp, channels_last, compile_backend)
+        row = {"config": label, "amp": amp, "channels_last": channels_last, "compile": compile_backend,
+               "images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+               "peak_mib": peak}
+        report["rows"].append(row)
+        name = label if compile_backend is None else f"{label} + compile"
+        print(f"{name:<26} {row['images_per_s']:>10.1f} {row['min']:>8.1f}..{row['max']:<8.1f} {peak:>10.0f}",
               flush=True)
+        if args.json:  # after every row, so that a run stopped by a timeout keeps what it measured
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
+    for label, amp, channels_last in configs:
+        add_row(label, amp, channels_last)
     if args.compile:
-        _, label, amp, channels_last = max(results)
-        rates, peak = time_config(args.arch, device, args.batch_size, args.num_classes, amp, channels_last, True,
-                                  args.steps, max(args.warmup, 3), args.repeats)
-        print(f"{label + ' + compile':<26} {statistics.median(rates):>10.1f} "
-              f"{min(rates):>8.1f}..{max(rates):<8.1f} {peak:>10.0f}")
+        fastest = max(report["rows"], key=lambda row: row["images_per_s"])
+        add_row(fastest["config"], fastest["amp"], fastest["channels_last"], args.compile_backend)
     return 0
 
 

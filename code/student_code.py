@@ -39,6 +39,13 @@ from torchvision.utils import make_grid
 CHUNK_BYTES = 4 * 2**20
 ACCELERATOR_CHUNK_BYTES = 64 * 2**20
 
+# The two strategies: "cpu" (CHUNK_BYTES, per-sample weight-gradient products) and "accelerator"
+# (ACCELERATOR_CHUNK_BYTES, one weight-gradient product per chunk). None picks by the tensors'
+# device, "cpu" for CPU tensors and "accelerator" for any other; setting one forces it on every
+# device, so that a machine without a GPU can test the accelerator's code against F.conv2d.
+CONV_STRATEGY = None
+CONV_STRATEGIES = ("cpu", "accelerator")
+
 _PADDING_STRINGS = ("valid", "same")
 
 
@@ -80,6 +87,7 @@ class _Geometry:
                 f"expects {c_per_group * groups}"
             )
         self.pads = self._resolve_padding(padding, (kh, kw))
+        self.in_channels = c
         self.groups = groups
         self.kernel_size = (kh, kw)
         padded_h = h + self.pads[0] + self.pads[1]
@@ -149,6 +157,12 @@ class _Geometry:
             return cols.view(cols.shape[0], cols.shape[1], *size)
         return F.fold(cols, size, self.kernel_size, self.dilation, self.fold_padding, self.stride)
 
+    def column_bytes(self, element_size):
+        """Bytes of one sample's column matrix (C*kh*kw, L)."""
+        kh, kw = self.kernel_size
+        ho, wo = self.out_size
+        return self.in_channels * kh * kw * ho * wo * element_size
+
 
 def _check_tensors(input, weight, bias):
     for name, t in (("input", input), ("weight", weight)):
@@ -169,11 +183,22 @@ def _check_tensors(input, weight, bias):
             raise TypeError(f"bias dtype {bias.dtype} and weight dtype {weight.dtype} differ")
 
 
-def _batch_chunks(batch_size, sample_bytes, device):
-    """Slices of the batch whose column matrices hold about CHUNK_BYTES each."""
-    budget = CHUNK_BYTES if device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
-    step = max(1, budget // max(1, sample_bytes))
-    return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]
+class _Strategy:
+    """How one call runs: the column bytes per chunk and the weight-gradient layout."""
+
+    def __init__(self, device):
+        name = CONV_STRATEGY or ("cpu" if device.type == "cpu" else "accelerator")
+        if name not in CONV_STRATEGIES:
+            raise ValueError(f"CONV_STRATEGY must be None or one of {CONV_STRATEGIES}, got {name!r}")
+        self.name = name
+        # Read at each call, not at import, so that a benchmark or test may set the budgets.
+        self.chunk_bytes = CHUNK_BYTES if name == "cpu" else ACCELERATOR_CHUNK_BYTES
+        self.one_product = name == "accelerator"
+
+    def batch_chunks(self, batch_size, sample_bytes):
+        """Slices of the batch whose column matrices hold about chunk_bytes each (one sample at least)."""
+        step = max(1, self.chunk_bytes // max(1, sample_bytes))
+        return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]
 
 
 class CustomConv2DFunction(Function):
@@ -195,8 +220,8 @@ class CustomConv2DFunction(Function):
         # so an in-place op (ReLU(inplace=True)) may follow.
         output = input.new_empty((n, out_channels, ho, wo))
         out_groups = output.view(n, g, out_channels // g, ho * wo)  # (N, G, O/G, L)
-        sample_bytes = weight[0].numel() * g * ho * wo * input.element_size()
-        for chunk in _batch_chunks(n, sample_bytes, input.device):
+        strategy = _Strategy(input.device)
+        for chunk in strategy.batch_chunks(n, geo.column_bytes(input.element_size())):
             cols = geo.columns(x[chunk])  # (Nc, C*kh*kw, L)
             cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
             torch.matmul(w, cols, out=out_groups[chunk])  # (Nc, G, O/G, L)
@@ -204,6 +229,7 @@ class CustomConv2DFunction(Function):
             output += bias.view(1, -1, 1, 1)
 
         ctx.geometry = geo
+        ctx.strategy = strategy  # backward chunks the batch as forward did
         ctx.has_bias = bias is not None
         ctx.save_for_backward(input, weight)
         return output
@@ -230,14 +256,13 @@ class CustomConv2DFunction(Function):
                 else torch.empty_like(input, memory_format=torch.contiguous_format)
             w_t = w.transpose(1, 2)  # (G, K, O/G)
 
-        sample_bytes = weight[0].numel() * g * ho * wo * input.element_size()
-        on_accelerator = input.device.type != "cpu"
-        for chunk in _batch_chunks(n, sample_bytes, input.device):
+        strategy = ctx.strategy
+        for chunk in strategy.batch_chunks(n, geo.column_bytes(input.element_size())):
             dy_chunk = dy[chunk]  # (Nc, G, O/G, L)
             if need_weight:
                 cols = geo.columns(x[chunk])
                 cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
-                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=on_accelerator)
+                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=strategy.one_product)
             if need_input:
                 dcols = torch.matmul(w_t, dy_chunk)  # (Nc, G, K, L)
                 fold_size = grad_x.shape[2:] if geo.symmetric else geo.padded_size
@@ -271,6 +296,13 @@ def _accumulate_weight_grad(grad_w, dy, cols, one_product):
             grad_w[group].addmm_(sample_dy[group], sample_cols[group].t())
 
 
+def _autocast_to(tensor, dtype):
+    """A floating-point tensor in `dtype`; anything else unchanged, for _check_tensors to judge."""
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+        return tensor.to(dtype)
+    return tensor
+
+
 def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """`torch.nn.functional.conv2d`, computed with CustomConv2DFunction.
 
@@ -278,15 +310,13 @@ def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     'valid' or 'same'. Under autocast it runs in the autocast dtype, as F.conv2d does.
     """
     if isinstance(input, torch.Tensor) and torch.is_autocast_enabled(input.device.type):
-        # As F.conv2d under autocast: every floating tensor in the autocast dtype (a layer's input is
-        # often already in it, its fp32 weight is not); the call without autocast checks them.
-        dtype = torch.get_autocast_dtype(input.device.type)
-
-        def cast(tensor):
-            return tensor.to(dtype) if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() else tensor
-
-        with torch.autocast(input.device.type, enabled=False):
-            return custom_conv2d(cast(input), cast(weight), cast(bias), stride, padding, dilation, groups)
+        # Cast before the dtype check, as autocast does for F.conv2d: inside a network a layer gets
+        # the previous layer's fp16/bf16 output while its own weight stays float32.
+        device_type = input.device.type
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return custom_conv2d(_autocast_to(input, dtype), _autocast_to(weight, dtype),
+                                 _autocast_to(bias, dtype), stride, padding, dilation, groups)
     _check_tensors(input, weight, bias)
     if input.dim() not in (3, 4):
         raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got {tuple(input.shape)}")

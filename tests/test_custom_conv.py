@@ -39,9 +39,12 @@ def make_case(case, batch=2, size=(9, 10), dtype=torch.float64, bias=True, seed=
 
 
 def grads(fn, tensors, grad_out_seed=1):
+    """fn's output and the gradients of <output, g> for each tensor, g ~ N(0, 1) drawn from the seed
+    (the same values whatever the output's dtype and device)."""
     tensors = [t.detach().requires_grad_() for t in tensors if t is not None]
     out = fn(*tensors)
-    grad_out = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(grad_out_seed))
+    generator = torch.Generator().manual_seed(grad_out_seed)
+    grad_out = torch.randn(out.shape, dtype=torch.float64, generator=generator).to(out.device, out.dtype)
     return out, torch.autograd.grad(out, tensors, grad_out)
 
 
@@ -73,12 +76,77 @@ def test_gradcheck(case):
     )
 
 
-@pytest.mark.parametrize("batch", [1, 5])
-def test_batch_sizes_and_chunking(batch, monkeypatch):
-    # A tiny chunk size forces one sample per chunk, so chunk boundaries are exercised.
-    monkeypatch.setattr(student_code, "CHUNK_BYTES", 1)
-    x, w, b, kwargs = make_case(CASES[3], batch=batch)
+def column_bytes(x, w, kwargs, dtype=None):
+    """Bytes of one sample's unfolded columns (C*kh*kw, Ho*Wo) in `dtype` (default x's)."""
+    ho, wo = F.conv2d(x, w, **kwargs).shape[2:]
+    return x.shape[1] * w.shape[2] * w.shape[3] * ho * wo * (dtype or x.dtype).itemsize
+
+
+def force_strategy(monkeypatch, strategy, chunk_bytes=None):
+    """Run the convolution with `strategy` ('cpu' or 'accelerator') whatever the device, optionally
+    with both chunk budgets set to `chunk_bytes`; returns the list that records each call's chunk count."""
+    monkeypatch.setattr(student_code, "CONV_STRATEGY", strategy)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(student_code, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(student_code, "ACCELERATOR_CHUNK_BYTES", chunk_bytes)
+    counts = []
+    batch_chunks = student_code._Strategy.batch_chunks
+
+    def counting(self, *args):
+        chunks = batch_chunks(self, *args)
+        counts.append(len(chunks))
+        return chunks
+
+    monkeypatch.setattr(student_code._Strategy, "batch_chunks", counting)
+    return counts
+
+
+def assert_close_to_float64(fn, reference, tensors, dtype, tolerance):
+    """fn on `tensors` cast to `dtype` gives the output and gradients of `reference` in float64, within
+    `tolerance` times each tensor's largest magnitude (a scale-free bound for low precision)."""
+    grad_seed = 1
+    out, got = grads(fn, [t.to(dtype) for t in tensors], grad_seed)
+    ref_out, expected = grads(reference, [t.double() for t in tensors], grad_seed)
+    assert out.dtype == dtype
+    for actual, wanted in zip((out, *got), (ref_out, *expected)):
+        bound = tolerance * wanted.abs().max().item()
+        torch.testing.assert_close(actual.double(), wanted.to(actual.device), atol=bound, rtol=0)
+
+
+# Strided, grouped, depthwise (strided), asymmetric 'same' and pointwise layers.
+STRATEGY_CASES = [CASES[3], CASES[8], CASES[9], CASES[11], CASES[0]]
+
+
+@pytest.mark.parametrize("strategy", student_code.CONV_STRATEGIES)
+@pytest.mark.parametrize("samples_per_chunk,chunks", [(1, 5), (2, 3), (5, 1)])
+@pytest.mark.parametrize("case", STRATEGY_CASES, ids=str)
+def test_each_strategy_matches_conv2d_in_any_chunking(strategy, samples_per_chunk, chunks, case, monkeypatch):
+    # The accelerator's strategy (its chunk budget and one-product weight gradient) is forced on
+    # the CPU here, so it is tested on machines without a GPU. One sample per chunk: 5 chunks.
+    x, w, b, kwargs = make_case(case, batch=5)
+    counts = force_strategy(monkeypatch, strategy, samples_per_chunk * column_bytes(x, w, kwargs))
     assert_matches_conv2d([x, w, b], kwargs)
+    assert counts == [chunks, chunks]  # forward and backward chunk the batch alike
+
+
+@pytest.mark.parametrize("strategy", student_code.CONV_STRATEGIES)
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=str)
+def test_each_strategy_in_low_precision(strategy, dtype, tolerance, monkeypatch):
+    x, w, b, kwargs = make_case(CASES[8], batch=4, size=(12, 12))
+    force_strategy(monkeypatch, strategy, 2 * column_bytes(x, w, kwargs, dtype))
+    assert_close_to_float64(lambda *t: custom_conv2d(*t, **kwargs), lambda *t: F.conv2d(*t, **kwargs),
+                            [x, w, b], dtype, tolerance)
+
+
+def test_strategy_follows_the_device_unless_forced(monkeypatch):
+    assert student_code._Strategy(torch.device("cpu")).name == "cpu"
+    assert student_code._Strategy(torch.device("meta")).name == "accelerator"
+    monkeypatch.setattr(student_code, "CONV_STRATEGY", "accelerator")
+    strategy = student_code._Strategy(torch.device("cpu"))
+    assert strategy.one_product and strategy.chunk_bytes == student_code.ACCELERATOR_CHUNK_BYTES
+    monkeypatch.setattr(student_code, "CONV_STRATEGY", "gpu")
+    with pytest.raises(ValueError, match="CONV_STRATEGY must be None or one of"):
+        custom_conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3))
 
 
 def test_unbatched_input():
@@ -123,6 +191,35 @@ def test_autocast_runs_in_the_autocast_dtype():
         ref = F.conv2d(x, w, b, **kwargs)
     assert out.dtype == ref.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref.float(), atol=0.25, rtol=0.05)
+
+
+def test_autocast_casts_mixed_dtypes_as_conv2d_does():
+    # Inside an autocast network a layer gets the previous layer's bf16 output and its float32 weight.
+    x, w, b, kwargs = make_case(CASES[2], dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = custom_conv2d(x.bfloat16(), w, b, **kwargs)
+        ref = F.conv2d(x.bfloat16(), w, b, **kwargs)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.25, rtol=0.05)
+
+
+def test_simplenet_trains_under_autocast_with_either_conv():
+    torch.manual_seed(0)
+    reference = student_code.SimpleNet(conv_op=nn.Conv2d)
+    custom = student_code.SimpleNet(conv_op=CustomConv2d)
+    custom.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    losses = []
+    for model in (reference, custom):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().logsumexp(dim=1).mean()
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], atol=0.05, rtol=0.02)
+    for (name, p), q in zip(reference.named_parameters(), custom.parameters()):
+        assert q.grad is not None and q.grad.dtype == torch.float32, name
+        scale = p.grad.abs().max().item()
+        torch.testing.assert_close(q.grad, p.grad, atol=0.05 * scale, rtol=0, msg=name)
 
 
 def test_output_is_fresh_so_inplace_relu_works():
