@@ -15,8 +15,6 @@ import os
 
 import torch
 import torch.nn as nn
-from torchvision.models import ResNet18_Weights
-from torchvision.models import resnet18 as torchvision_resnet18
 
 import checkpoints
 import student_interface
@@ -206,6 +204,8 @@ def cached_resnet18_weights():
     Only looks: nothing is ever downloaded (the file is what torchvision's own download writes,
     `<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth`).
     """
+    from torchvision.models import ResNet18_Weights  # importing torchvision takes seconds: only here
+
     file_name = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
     path = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
     return path if os.path.isfile(path) else None
@@ -219,6 +219,8 @@ def resnet18(conv_op=nn.Conv2d, num_classes=100, pretrained=True):
     fan_out convs, `zero_init_residual`). The head is N(0, 0.01). 11.2 M parameters, about 45 MB:
     over the challenge's 10 MB limit, a baseline, not an entry.
     """
+    from torchvision.models import resnet18 as torchvision_resnet18  # seconds to import: only here
+
     model = torchvision_resnet18(weights=None, zero_init_residual=True)
     weights_path = cached_resnet18_weights() if pretrained else None
     if weights_path is not None:

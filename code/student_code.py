@@ -13,7 +13,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import Function
-from torchvision.utils import make_grid
 
 # ---------------------------------------------------------------------------------------------------
 # Part I: convolution with unfold / fold
@@ -1088,6 +1087,8 @@ def vis_grad_attention(input, vis_alpha=2.0, n_rows=10, vis_output=None):
     saliency map, it is tiled the same way and its pixels above vis_alpha times the maps' mean are
     painted into the red channel.
     """
+    from torchvision.utils import make_grid  # torchvision takes seconds to import; only pictures need it
+
     _check_images(input)
     if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
         raise ValueError(f"n_rows must be an int >= 1, got {n_rows!r}")

@@ -190,6 +190,7 @@ def test_picture_bad_arguments(kwargs, message):
         vis_grad_attention(random_images(2), **kwargs)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_picture_and_saliency_from_cuda_tensors():
     model = tiny_cnn().cuda().eval()
