@@ -41,6 +41,9 @@ _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompression
 _WORKER_LAST_LINE = re.compile(r"DataError: (.*)$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _UNUSUAL_PATH_TOKENS = ("..", "\\", ":", "//", "./")
+# "utf-8-sig" drops the byte-order mark that Windows editors write ("UTF-8 with BOM"), which would
+# otherwise stick to the first image path or class name; without a BOM it reads plain UTF-8.
+TEXT_ENCODING = "utf-8-sig"
 
 
 class DataError(UserError):
@@ -88,9 +91,10 @@ def load_rgb_image(path):
 # Label files and class names
 # ---------------------------------------------------------------------------------------------------
 def _read_lines(path):
-    """(line number, stripped text) for each non-blank line of a text file."""
+    """(line number, stripped text) for each non-blank line of a UTF-8 text file, with or without a BOM,
+    with LF or CRLF line ends."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding=TEXT_ENCODING)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError:

@@ -359,7 +359,7 @@ def load_metrics(run_dir, start_epoch):
     if start_epoch == 0 or not path.is_file():
         return []
     try:
-        return [m for m in json.loads(path.read_text()) if m["epoch"] < start_epoch]
+        return [m for m in json.loads(path.read_text(encoding="utf-8-sig")) if m["epoch"] < start_epoch]
     except (ValueError, KeyError, TypeError):
         return []
 

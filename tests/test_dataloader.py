@@ -92,6 +92,25 @@ def test_label_file_relative_to_root_and_blank_lines(root):
     assert dataset.samples == [("train/a/abbey/00000001.jpg", 0), ("train/c/canyon/00000002.jpg", 2)]
 
 
+def with_bom_and_crlf(path):
+    """Rewrite a text file as Windows editors save it: "UTF-8 with BOM", CRLF line ends."""
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+
+
+def test_label_files_and_categories_with_bom_and_crlf(root):
+    for name in ("train.txt", "val.txt", "categories.txt"):
+        with_bom_and_crlf(root / name)
+    train = MiniPlacesLoader(root, num_classes=3)
+    val = MiniPlacesLoader(root, num_classes=3, split="val")
+    assert train.classes == CLASSES  # not '\ufeff/a/abbey'
+    assert train.samples == MiniPlacesLoader(make_root(root.parent / "plain"), num_classes=3).samples
+    assert val.samples[0] == ("val/00000001.jpg", 2) and len(val) == 3
+    (root / "val.txt").write_text("val/00000001.jpg 2\nval/00000002.jpg two\n")
+    with_bom_and_crlf(root / "val.txt")
+    with pytest.raises(DataError, match=r"val\.txt:2: label 'two' is not an integer$"):
+        MiniPlacesLoader(root, num_classes=3, split="val")
+
+
 def test_demo_dataset_loads_with_all_splits(tmp_path):
     root = demo_data.make_demo_dataset(tmp_path / "demo", train_per_class=1, val_per_class=1, test_count=2)
     train = MiniPlacesLoader(root, num_classes=demo_data.DEMO_NUM_CLASSES)
