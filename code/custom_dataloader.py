@@ -514,7 +514,10 @@ class MiniPlacesLoader(data.Dataset):
         raise DataError(f"{self.images_dir}: no readable {self.split} image")
 
     def __getitem__(self, index):
-        image, index = self._load_or_skip(index)
+        if not -len(self) <= index < len(self):
+            # Without it, _load_or_skip's wrap-around would make `for item in dataset` endless.
+            raise IndexError(f"index {index} is out of range for {len(self)} {self.split} images")
+        image, index = self._load_or_skip(index % len(self))
         if self.transforms is not None:
             image = self.transforms(image)
         rel_path, label = self.samples[index]

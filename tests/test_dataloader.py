@@ -73,6 +73,14 @@ def test_val_split_and_transforms(root):
     assert tensor.shape == (3, 160, 160) and label == 2
 
 
+def test_indexing_as_a_sequence(root):
+    dataset = MiniPlacesLoader(root, num_classes=3, split="val")
+    assert [label for _, label in dataset] == [2, 0, 1]  # iteration stops at the end
+    assert dataset[-1][1] == 1
+    with pytest.raises(IndexError, match="index 3 is out of range for 3 val images"):
+        dataset[3]
+
+
 def test_test_split_lists_images_in_name_order(root):
     dataset = MiniPlacesLoader(root, num_classes=3, split="test")
     assert dataset.samples == [("test/00000001.jpg", None), ("test/00000002.jpg", None)]
