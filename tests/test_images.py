@@ -121,7 +121,7 @@ def test_rgba_is_composited_onto_white(tmp_path):
 
 def test_grey_with_alpha_is_composited_onto_white(tmp_path):
     levels = COLOR[..., 0]
-    la = Image.merge("LA", [Image.fromarray(levels.astype(np.uint8)), Image.fromarray(ALPHA.astype(np.uint8))])
+    la = Image.merge("LA", [Image.fromarray(channel.astype(np.uint8)) for channel in (levels, ALPHA)])
     path = saved(tmp_path / "la.png", la, "PNG")
     assert np.array_equal(loaded(path), over_white(gray(levels), ALPHA))
 
@@ -227,7 +227,7 @@ def test_mode_pillow_cannot_convert_is_refused_in_one_line():
 # EXIF orientation
 # ---------------------------------------------------------------------------------------------------
 def upright_picture():
-    """(128, 96, 3): a 96-wide, 128-high picture of 16-pixel blocks that no turn or mirror maps onto itself."""
+    """(128, 96, 3): a 96-wide, 128-high picture of 16-pixel blocks that no turn or mirror leaves alike."""
     rng = np.random.default_rng(2)
     blocks = rng.integers(0, 256, size=(8, 6, 3))
     return np.kron(blocks, np.ones((16, 16, 1), dtype=np.int64)).astype(np.uint8)
