@@ -241,12 +241,13 @@ def seed_epoch(loader, seed, epoch):
 
 
 def val_loader_for(val_set, workers, device, rank, world_size):
-    import engine
+    """This rank's share of val_set in batches of one image size (the val pipeline keeps aspect ratios)."""
+    import custom_dataloader
 
-    sampler = engine.ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
+    batches = custom_dataloader.SizeGroupedBatchSampler(
+        custom_dataloader.image_sizes(val_set), VAL_BATCH_SIZE, rank, world_size)
     return torch.utils.data.DataLoader(
-        val_set, batch_size=VAL_BATCH_SIZE, shuffle=False, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda")
+        val_set, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda")
 
 
 def build_model(arch, use_custom_conv, num_classes, checkpoint_path=None):

@@ -103,11 +103,17 @@ def format_predictions(names, top5):
 
 
 def predict_split(model, dataset, device, batch_size, workers, flip_average):
-    """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples).
+
+    Batches hold images of one size, so the predictions come in the sampler's order, not the dataset's.
+    """
+    import custom_dataloader
+
+    batches = custom_dataloader.SizeGroupedBatchSampler(dataset.image_sizes, batch_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                                          pin_memory=device.type == "cuda")
     top5 = predict_top5(model, loader, device, flip_average)
-    names = [name for name, _ in dataset.samples]
+    names = [dataset.samples[index][0] for index in batches.order]
     return dict(zip(names, top5.tolist())), format_predictions(names, top5)
 
 
