@@ -273,6 +273,23 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     assert np.abs(result - upright).max() <= 12  # and the picture is upright (JPEG rounding aside)
 
 
+def test_orientation_given_in_xmp_only(tmp_path):
+    # Pillow's getexif() also reads tiff:Orientation from a JPEG's XMP packet.
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+           b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+           b'</rdf:RDF></x:xmpmeta>')
+    upright = upright_picture()
+    path = tmp_path / "xmp.jpg"
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(path, format="JPEG", quality=100,
+                                                                     subsampling=0, xmp=xmp)
+    with Image.open(path) as raw:
+        if "xmp" not in raw.info:
+            pytest.skip("this Pillow writes no XMP into JPEGs")
+    assert read_image_size(path) == (96, 128)
+    assert np.abs(loaded(path) - upright).max() <= 12
+
+
 def test_invalid_orientation_value_is_ignored(tmp_path):
     upright = upright_picture()
     path = exif_jpeg(tmp_path / "odd.jpg", upright, 9)
