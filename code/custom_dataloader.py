@@ -150,8 +150,8 @@ def to_rgb(image, name):
       by the plain formula, without ICC profiles, like every mode here);
     - transparency (RGBA, LA, PA, RGBa, P or L or RGB with a transparent colour, 16-bit grey with
       one): composited onto white, as a viewer shows it on a white page; opaque pixels are unchanged;
-    - 16-bit grey (I;16, I;16L, I;16B, I;16N) and 32-bit integer I, which is how Pillow before 10.3
-      opens 16-bit PNGs: 0..65535 scaled to 0..255, rounded; I values outside 0..65535 are refused;
+    - 16-bit grey (I;16, I;16L, I;16B, I;16N) and 32-bit integer I (how older Pillow versions open
+      16-bit PNGs): 0..65535 scaled to 0..255, rounded; I values outside 0..65535 are refused;
     - 32-bit float F: 0..1 scaled to 0..255, rounded; values outside 0..1, NaN or infinite are
       refused (no scale can be guessed for them);
     - LAB: converted to sRGB by LittleCMS (PIL.ImageCms).
@@ -329,6 +329,10 @@ class MiniPlacesLoader(data.Dataset):
         transforms: callable applied to the RGB PIL image (e.g. custom_transforms.get_train_transforms()).
         skip_bad_images: warn about and skip missing or unreadable images instead of raising DataError.
         cache: False; True to cache decoded images under data/cache/; or the cache folder itself.
+
+    Indexing yields (image, label) or, for 'test', (image, 'test/<name>.jpg'); `image_sizes` lists each
+    image's (width, height) for SizeGroupedBatchSampler, `other_sizes_note()` says how many differ
+    from 128x128.
     """
 
     def __init__(self, root_folder, label_file=None, num_classes=100, split="train", transforms=None,
