@@ -120,6 +120,12 @@ def test_label_files_and_categories_with_bom_and_crlf(root):
         MiniPlacesLoader(root, num_classes=3, split="val")
 
 
+def test_utf16_label_file_is_refused_in_one_line(root):
+    (root / "val.txt").write_text("val/00000001.jpg 2\n", encoding="utf-16")  # Notepad's "Unicode"
+    with pytest.raises(DataError, match=r"val\.txt: not a UTF-8 text file$"):
+        MiniPlacesLoader(root, num_classes=3, split="val")
+
+
 def test_demo_dataset_loads_with_all_splits(tmp_path):
     root = demo_data.make_demo_dataset(tmp_path / "demo", train_per_class=1, val_per_class=1, test_count=2)
     train = MiniPlacesLoader(root, num_classes=demo_data.DEMO_NUM_CLASSES)
