@@ -38,6 +38,7 @@ def run_variant(variant, args):
     import torch.nn as nn
 
     import engine
+    import loaders
     import student_code
     from devices import amp_settings
     from utils import peak_memory_mib
@@ -57,7 +58,7 @@ def run_variant(variant, args):
     amp_dtype, scaler = amp_settings(args.amp, device)
     images = torch.randn(args.batch_size, 3, args.size, args.size)
     labels = torch.randint(0, 100, (args.batch_size,))
-    images, labels = engine.to_device(images, labels, device, args.channels_last)
+    images, labels = loaders.to_device(images, labels, device, args.channels_last)
 
     def step():
         engine.train_step(model, images, labels, criterion, optimizer, scaler, amp_dtype)

@@ -81,8 +81,7 @@ def time_config(args, device, amp, channels_last, compile_backend=None):
     amp_dtype, scaler = amp_settings(amp, device)
     images = torch.randn(batch_size, 3, args.size, args.size)
     target = torch.randint(0, num_classes, (batch_size,))
-    images, target = loaders.to_device(images, target, device,
-                                      torch.channels_last if channels_last else torch.contiguous_format)
+    images, target = loaders.to_device(images, target, device, channels_last)
 
     def run(n):
         for _ in range(n):

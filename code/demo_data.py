@@ -225,7 +225,7 @@ def _settings(seed, train_per_class, val_per_class, test_count):
 
 def _read_marker(root):
     try:
-        return json.loads((Path(root) / MARKER).read_text())
+        return json.loads((Path(root) / MARKER).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return None
 
@@ -289,9 +289,9 @@ def _is_complete(root, settings):
     if _read_marker(root) != settings:
         return False
     try:
-        train = (root / "train.txt").read_text().split()
-        val = (root / "val.txt").read_text().split()
-        categories = (root / "categories.txt").read_text().split()
+        train = (root / "train.txt").read_text(encoding="utf-8-sig").split()
+        val = (root / "val.txt").read_text(encoding="utf-8-sig").split()
+        categories = (root / "categories.txt").read_text(encoding="utf-8-sig").split()
         tests = list((root / "images" / "test").iterdir())
     except OSError:
         return False

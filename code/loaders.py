@@ -9,7 +9,7 @@ the batch where the model runs (a GPU does it almost for free). A student's file
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 import custom_dataloader
 import custom_transforms
@@ -88,36 +88,23 @@ def seed_epoch(loader, seed, epoch):
         loader.sampler.set_epoch(epoch)
 
 
-class ShardSampler(Sampler):
-    """Indices rank, rank + world_size, ... of a dataset of `length` items.
-
-    Unlike DistributedSampler it never pads with repeated items, so sums all-reduced over the ranks
-    count every validation image exactly once.
-    """
-
-    def __init__(self, length, rank, world_size):
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self):
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self):
-        return len(range(self.rank, self.length, self.world_size))
-
-
 def eval_loader(dataset, workers, device, rank=0, world_size=1, batch_size=VAL_BATCH_SIZE):
-    """In-order loader over this process's share of `dataset`."""
-    sampler = ShardSampler(len(dataset), rank, world_size) if world_size > 1 else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda")
+    """In-order loader over this process's share of `dataset` (a MiniPlacesLoader or a Subset of one):
+    rank r of world_size w takes images r, r + w, ... (each image exactly once over all ranks), in
+    batches of one image size, since the evaluation pipeline keeps aspect ratios. Its batch_sampler's
+    `order` lists the dataset indices in the order the batches yield them."""
+    batches = custom_dataloader.SizeGroupedBatchSampler(custom_dataloader.image_sizes(dataset), batch_size,
+                                                        rank, world_size)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda")
 
 
-def to_device(images, target, device, memory_format=torch.contiguous_format):
-    """A batch on `device` (asynchronously from pinned memory) in `memory_format`.
+def to_device(images, target, device, channels_last=False):
+    """A batch on `device` (asynchronously from pinned memory), NHWC when `channels_last`.
 
     `images` is an (N, 3, H, W) tensor, or the dict that a pipeline ending in DeferResample yields
     (uint8 sources and planned warps), which is resampled and normalized here, on `device`.
     """
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if isinstance(images, dict):
         images = custom_transforms.resample_batch(images, device, memory_format)
     else:
@@ -134,14 +121,14 @@ class DeviceLoader:
     def __init__(self, loader, device, channels_last=False):
         self.loader = loader
         self.device = device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.channels_last = channels_last
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
         for images, target in self.loader:
-            yield to_device(images, target, self.device, self.memory_format)
+            yield to_device(images, target, self.device, self.channels_last)
 
     @property
     def dataset(self):

@@ -388,6 +388,10 @@ def prepare_training(args, given, ctx):
     run.log.print(f"=> {args.arch} ({CONV_OPS[args.use_custom_conv]}) on {ctx.device}, {ctx.world_size} process(es), "
                   f"{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, "
                   f"epochs {run.start_epoch}..{args.epochs - 1}, run folder {run.run_dir}")
+    for dataset in (train_set, val_set):
+        note = dataset.other_sizes_note()
+        if note:
+            run.log.print(f"note: {note} (training resizes them; validation batches them by size)")
     if args.amp and ctx.device.type == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX512":
         run.log.print(f"note: --amp on this CPU ({torch.backends.cpu.get_cpu_capability()}) emulates bf16 and is "
                       "slower than fp32 (bench/bench_train.py measures it)")
@@ -606,6 +610,10 @@ def load_for_eval(args, ctx, val_images=None):
         log.print(note)
     log.print(f"=> {args.resume}: {args.arch} after epoch {checkpoint.epoch} (a {checkpoint.kind} checkpoint), "
               f"evaluated with {CONV_OPS[args.use_custom_conv]} on {ctx.device}")
+    size_note = val_set.dataset.other_sizes_note() if isinstance(val_set, torch.utils.data.Subset) \
+        else val_set.other_sizes_note()
+    if size_note:
+        log.print(f"note: {size_note} (evaluated in batches of one size)")
     return Evaluation(model, loaders.DeviceLoader(val_loader, ctx.device, args.channels_last),
                       nn.CrossEntropyLoss().to(ctx.device), log)
 

@@ -96,10 +96,13 @@ def format_predictions(names, top5):
 
 
 def predict_split(model, dataset, device, batch_size, workers, flip_average):
-    """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples)."""
+    """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples).
+
+    Batches hold images of one size, so the predictions come in the sampler's order, not the dataset's.
+    """
     loader = loaders.eval_loader(dataset, workers, device, batch_size=batch_size)
     top5 = predict_top5(model, loader, device, flip_average)
-    names = [name for name, _ in dataset.samples]
+    names = [dataset.samples[index][0] for index in loader.batch_sampler.order]
     return dict(zip(names, top5.tolist())), format_predictions(names, top5)
 
 
@@ -133,6 +136,9 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     def predict(dataset):
         start = time.perf_counter()
         log(f"=> predicting {len(dataset)} {dataset.split} images on {device} ...")
+        size_note = dataset.other_sizes_note()
+        if size_note:
+            log(f"note: {size_note} (predicted in batches of one size)")
         result = predict_split(model, dataset, device, batch_size, workers, flip_average)
         log(f"   {len(dataset)} images in {time.perf_counter() - start:.1f} s")
         return result

@@ -164,7 +164,7 @@ def _is_number(value):
 
 def _read_json(path, expect):
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"{path}: not a readable JSON file ({type(exc).__name__})") from None
     if not isinstance(value, expect):
@@ -238,23 +238,33 @@ def read_scalars(folder, *tags):
     return {tag: _latest_writes(points) for tag, points in _written_scalars(folder, tags).items()}
 
 
-def metrics_from_events(run_dir, scalars=EPOCH_SCALARS, first_epoch=0):
-    """Per-epoch metrics rebuilt from TensorBoard events, `epoch` counted from 0 as in metrics.json
-    (the events count from `first_epoch`); `wall_time` is when the epoch's val top-1 was written.
+def metrics_from_events(run_dir, scalars=EPOCH_SCALARS):
+    """Per-epoch metrics rebuilt from TensorBoard events, `epoch` counted from 0 as in metrics.json;
+    `wall_time` is when the epoch's val top-1 was written.
 
-    The training loss per epoch is not among the per-epoch tags and stays missing."""
+    The series folders (ours and the 2019 harness's) count epochs from 1. The run folder's
+    once-an-epoch scalars (validation loss, perf/*) sit at the global iteration of each epoch's last
+    step, so the k-th of them belongs to the k-th epoch. The training loss per epoch is not among the
+    per-epoch tags and stays missing."""
     keys_by_folder = {}  # each event folder is read once, for all its tags
     for key, (subfolder, tag) in scalars.items():
         keys_by_folder.setdefault(subfolder, {})[tag] = key
-    epochs = {}
+    epochs, at_iterations = {}, {}
     for subfolder, keys in keys_by_folder.items():
         for tag, points in read_scalars(run_dir / subfolder, *keys).items():
+            if subfolder == ".":
+                at_iterations[keys[tag]] = sorted(points, key=lambda point: point.step)
+                continue
             for point in points:
-                record = epochs.setdefault(point.step - first_epoch, {"epoch": point.step - first_epoch})
+                record = epochs.setdefault(point.step - 1, {"epoch": point.step - 1})
                 record[keys[tag]] = point.value
                 if keys[tag] == "val_top1":
                     record["wall_time"] = point.wall_time
-    return [epochs[e] for e in sorted(epochs)]
+    ordered = [epochs[e] for e in sorted(epochs)]
+    for key, points in at_iterations.items():
+        for record, point in zip(ordered, points):
+            record[key] = point.value
+    return ordered
 
 
 def add_wall_clock_minutes_(metrics):
@@ -281,7 +291,7 @@ def load_2019_run(run_dir):
     data/top{1,5}_accuracy/{train,val} (x = epoch from 1), per-iteration loss and learning rate
     (every 10 iterations) in the folder itself. Its epochs are stored from 0, as ours."""
     run_dir = Path(run_dir)
-    metrics = add_wall_clock_minutes_(metrics_from_events(run_dir, EPOCH_SCALARS_2019, first_epoch=1))
+    metrics = add_wall_clock_minutes_(metrics_from_events(run_dir, EPOCH_SCALARS_2019))
     if not any("val_top1" in m for m in metrics):
         raise UserError(f"{run_dir}: no val top-1 accuracy in {EPOCH_SCALARS_2019['val_top1'][0]}/ "
                         "(a 2019 run folder needs its per-epoch events)")

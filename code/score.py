@@ -23,7 +23,7 @@ def _read_lines(path, flag):
     """(line number, stripped text) of each non-blank line; UserError naming `flag` and the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # with or without the BOM that Windows editors write
     except FileNotFoundError:
         raise UserError(f"{flag}: {path} not found") from None
     except (OSError, UnicodeDecodeError) as exc:

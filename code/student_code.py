@@ -9,6 +9,8 @@ Sections:
     Part III attention and adversarial samples (GradAttention, vis_grad_attention, PGDAttack,
                                               adversarial_training_batch; default_attack, ...)
 """
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -876,8 +878,9 @@ default_model = SimpleNet
 #   projection onto the L-inf epsilon ball around the clean x and onto the valid image range.
 # Both call torch.autograd.grad(loss, x): autograd computes only what x's gradient needs, the
 # parameters' .grad are never written (a training step's gradients stay as they were), and each
-# step's graph is freed as soon as its gradient is out. Neither changes the model's train/eval mode:
-# main.py calls them in eval mode, and adversarial_training_batch switches to eval for the attack.
+# step's graph is freed as soon as its gradient is out. Both run the network in eval mode and then
+# restore every module's own mode: in train mode each forward pass would update batch-norm running
+# statistics (10 updates for one attack) and dropout would make two maps of the same images differ.
 #
 # The networks see ImageNet-normalized images, x = (pixel - mean) / std, so epsilon and step_size are
 # in normalized units as in the original (epsilon 0.1 is about 0.023 = 6/255 of the pixel range) and
@@ -951,6 +954,27 @@ def _input_gradient(model, loss_fn, x, labels=None, pick=None):
     return grad, labels
 
 
+def _training_flags(model):
+    return [(module, module.training) for module in model.modules()]
+
+
+def _restore_training_flags(flags):
+    # Per module, not model.train(flag): a submodule deliberately left in eval (a frozen batch norm) stays so.
+    for module, training in flags:
+        module.training = training
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Run `model` in eval mode inside the block; every module's own mode is restored on the way out."""
+    flags = _training_flags(model)
+    model.eval()
+    try:
+        yield model
+    finally:
+        _restore_training_flags(flags)
+
+
 class GradAttention:
     """Gradient saliency maps (Simonyan et al. 2014): the pixels where a small change moves the loss most."""
 
@@ -962,11 +986,13 @@ class GradAttention:
 
         The absolute gradient of the loss of the model's predicted label, maximum over the colour
         channels. With a mean-reduced loss every map is scaled by 1/N; vis_grad_attention thresholds
-        relative to the mean, so the scale does not matter there. The input, the parameters' .grad and
-        requires_grad flags and the model's mode are left as they were.
+        relative to the mean, so the scale does not matter there. The network runs in eval mode, so the
+        same images give the same map; the input, the parameters' .grad and requires_grad flags, the
+        buffers (batch-norm statistics) and every module's mode are left as they were.
         """
         _check_images(input)
-        grad, _ = _input_gradient(model, self.loss_fn, input, pick=_predicted_label)
+        with _eval_mode(model):
+            grad, _ = _input_gradient(model, self.loss_fn, input, pick=_predicted_label)
         return grad.abs().amax(dim=1, keepdim=True)  # (N, 1, H, W)
 
 
@@ -1001,8 +1027,10 @@ class PGDAttack:
 
         target: (N,) labels. Targeted: the labels to move towards (default: each image's least
         confident label, taken from the first step's forward pass). Untargeted: the true labels
-        (required). Costs num_steps forward and backward passes; the input, the parameters' .grad
-        and requires_grad flags and the model's mode are left as they were.
+        (required). Costs num_steps forward and backward passes, with the network in eval mode (without
+        random_start, the same images give the same result); the input, the parameters' .grad and
+        requires_grad flags, the buffers (batch-norm statistics) and every module's mode are left as
+        they were.
         """
         _check_images(input)
         if target is not None:
@@ -1020,7 +1048,7 @@ class PGDAttack:
         # adv is this function's own tensor (each step differentiates a clone of it), so it is updated
         # in place: a step's peak memory is one forward+backward plus adv, grad and the two bounds.
         adv = clean.clone()
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(model):
             if self.random_start:
                 adv.add_(torch.empty_like(adv).uniform_(-self.epsilon, self.epsilon))
                 torch.clamp(adv, low, high, out=adv)
@@ -1046,16 +1074,6 @@ class PGDAttack:
         return low, high
 
 
-def _training_flags(model):
-    return [(module, module.training) for module in model.modules()]
-
-
-def _restore_training_flags(flags):
-    # Per module, not model.train(flag): a submodule deliberately left in eval (a frozen batch norm) stays so.
-    for module, training in flags:
-        module.training = training
-
-
 def adversarial_training_batch(model, attack, images, labels, mode="mixed"):
     """The (images, labels) of one adversarial-training SGD step.
 
@@ -1069,12 +1087,9 @@ def adversarial_training_batch(model, attack, images, labels, mode="mixed"):
         raise ValueError(f"mode must be one of {', '.join(ADV_TRAINING_MODES)}; got {mode!r}")
     _check_images(images, "images")
     _check_labels(labels, images, "labels")
-    flags = _training_flags(model)
-    model.eval()
-    try:
+    # PGDAttack.perturb switches to eval mode itself; `attack` may be any object with a perturb().
+    with _eval_mode(model):
         adv = attack.perturb(model, images, None if attack.targeted else labels)
-    finally:
-        _restore_training_flags(flags)
     if mode == "adv":
         return adv, labels
     return torch.cat([images.detach(), adv]), torch.cat([labels, labels])

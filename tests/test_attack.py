@@ -1,9 +1,11 @@
-"""PGDAttack and adversarial_training_batch (student_code Part III).
+"""PGDAttack and adversarial_training_batch (student_code Part III), and what both analyses (PGD and
+saliency) leave of a model in train mode.
 
 The attack is checked against a plain PGD loop written here from Madry et al. (2018), against the
 bounds torchvision's Normalize gives for black and white pixels, and on a tiny CNN trained in a
 few seconds on a synthetic problem that it solves, so that "accuracy drops" is measured, not assumed.
 """
+import copy
 import weakref
 
 import pytest
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import normalize
 
 import student_code
-from student_code import PGDAttack, adversarial_training_batch
+from student_code import GradAttention, PGDAttack, adversarial_training_batch
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -256,6 +258,49 @@ def test_epsilon_zero_returns_the_input_without_a_pass():
 
 
 # --- nothing the caller owns changes ----------------------------------------------------------------
+
+
+def bn_dropout_net():
+    """Batch norms and dropout in train mode, except the second batch norm, deliberately left in eval."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),  # (N, 8, 8, 8)
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),  # (N, 8, 2, 2)
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(32, NUM_CLASSES),
+    ).train()
+    model[5].eval()
+    return model
+
+
+ANALYSES = {
+    "pgd": lambda model, images: PGDAttack(nn.CrossEntropyLoss(), num_steps=3).perturb(model, images),
+    "saliency": lambda model, images: GradAttention(nn.CrossEntropyLoss()).explain(model, images),
+}
+
+
+@pytest.mark.parametrize("analysis", ANALYSES.values(), ids=ANALYSES.keys())
+def test_analysis_of_a_train_mode_model_leaves_it_exactly_as_it_was(analysis):
+    torch.manual_seed(0)
+    model = bn_dropout_net()
+    model(random_images(4, seed=5))  # running statistics away from their initial values
+    state = copy.deepcopy(model.state_dict())  # buffers included: running mean/var, num_batches_tracked
+    modes = [m.training for m in model.modules()]
+    modes_seen = []
+    for module in model.modules():
+        module.register_forward_pre_hook(lambda module, args: modes_seen.append(module.training))
+    images = random_images(4)
+
+    first, second = analysis(model, images), analysis(model, images)
+
+    assert not any(modes_seen)  # every module ran in eval mode
+    assert [m.training for m in model.modules()] == modes  # the frozen batch norm included
+    assert state.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    assert torch.equal(first, second)  # dropout did not draw twice
+    # Someone else's answer: the same analysis of an eval-mode copy.
+    assert torch.equal(first, analysis(copy.deepcopy(model).eval(), images))
+
+
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -1,6 +1,7 @@
 """MiniPlacesLoader on tiny generated datasets: layout, test split, image modes, every bad input, cache,
-and seeded reproducibility across DataLoader workers."""
+images of several sizes in one split, and seeded reproducibility across DataLoader workers."""
 import io
+import json
 import pickle
 import warnings
 
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader
 
 import custom_transforms
 import demo_data
-from custom_dataloader import DataError, MiniPlacesLoader
+from custom_dataloader import DataError, MiniPlacesLoader, SizeGroupedBatchSampler, image_sizes
 from utils import UserError
 
 CLASSES = ["abbey", "bakery/shop", "canyon"]
@@ -73,6 +74,14 @@ def test_val_split_and_transforms(root):
     assert tensor.shape == (3, 160, 160) and label == 2
 
 
+def test_indexing_as_a_sequence(root):
+    dataset = MiniPlacesLoader(root, num_classes=3, split="val")
+    assert [label for _, label in dataset] == [2, 0, 1]  # iteration stops at the end
+    assert dataset[-1][1] == 1
+    with pytest.raises(IndexError, match="index 3 is out of range for 3 val images"):
+        dataset[3]
+
+
 def test_test_split_lists_images_in_name_order(root):
     dataset = MiniPlacesLoader(root, num_classes=3, split="test")
     assert dataset.samples == [("test/00000001.jpg", None), ("test/00000002.jpg", None)]
@@ -90,6 +99,31 @@ def test_label_file_relative_to_root_and_blank_lines(root):
     (root / "subset.txt").write_text("\n\ntrain/a/abbey/00000001.jpg 0\n   \ntrain/c/canyon/00000002.jpg 2")
     dataset = MiniPlacesLoader(root, label_file="subset.txt", num_classes=3)
     assert dataset.samples == [("train/a/abbey/00000001.jpg", 0), ("train/c/canyon/00000002.jpg", 2)]
+
+
+def with_bom_and_crlf(path):
+    """Rewrite a text file as Windows editors save it: "UTF-8 with BOM", CRLF line ends."""
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+
+
+def test_label_files_and_categories_with_bom_and_crlf(root):
+    for name in ("train.txt", "val.txt", "categories.txt"):
+        with_bom_and_crlf(root / name)
+    train = MiniPlacesLoader(root, num_classes=3)
+    val = MiniPlacesLoader(root, num_classes=3, split="val")
+    assert train.classes == CLASSES  # not '\ufeff/a/abbey'
+    assert train.samples == MiniPlacesLoader(make_root(root.parent / "plain"), num_classes=3).samples
+    assert val.samples[0] == ("val/00000001.jpg", 2) and len(val) == 3
+    (root / "val.txt").write_text("val/00000001.jpg 2\nval/00000002.jpg two\n")
+    with_bom_and_crlf(root / "val.txt")
+    with pytest.raises(DataError, match=r"val\.txt:2: label 'two' is not an integer$"):
+        MiniPlacesLoader(root, num_classes=3, split="val")
+
+
+def test_utf16_label_file_is_refused_in_one_line(root):
+    (root / "val.txt").write_text("val/00000001.jpg 2\n", encoding="utf-16")  # Notepad's "Unicode"
+    with pytest.raises(DataError, match=r"val\.txt: not a UTF-8 text file$"):
+        MiniPlacesLoader(root, num_classes=3, split="val")
 
 
 def test_demo_dataset_loads_with_all_splits(tmp_path):
@@ -234,7 +268,10 @@ def test_cache_returns_the_decoded_pixels_and_is_reused(root, tmp_path):
     plain = MiniPlacesLoader(root, num_classes=3, split="val")
     cached = MiniPlacesLoader(root, num_classes=3, split="val", cache=cache_dir)
     files = list(cache_dir.iterdir())
-    assert sorted(f.suffix for f in files) == [".npy", ".txt"]  # the array and its (empty) bad list
+    assert sorted(f.suffix for f in files) == [".json", ".npy"]  # the array and its index
+    (index_file,) = cache_dir.glob("*.json")
+    assert json.loads(index_file.read_text()) == {"size": [32, 32], "unreadable": [], "other_sizes": []}
+    assert cached.image_sizes == plain.image_sizes == [(32, 32)] * 3
     for i in range(len(plain)):
         assert np.array_equal(np.asarray(plain[i][0]), np.asarray(cached[i][0]))
         assert plain[i][1] == cached[i][1]
@@ -250,11 +287,42 @@ def test_cache_returns_the_decoded_pixels_and_is_reused(root, tmp_path):
     assert len(list(cache_dir.glob("*.npy"))) == 2 and not list(cache_dir.glob(".*"))
 
 
-def test_cache_requires_one_image_size(root, tmp_path):
-    solid_jpeg(root / "images/val/00000002.jpg", (0, 0, 0), size=(40, 32))
-    with pytest.raises(DataError, match=r"val/00000002\.jpg: is 40x32 but cache=True needs every image at 32x32"):
-        MiniPlacesLoader(root, num_classes=3, split="val", cache=tmp_path / "cache")
-    assert not list((tmp_path / "cache").iterdir())  # nothing half-written
+def test_cache_holds_the_most_common_size_and_reads_the_others_from_their_files(root, tmp_path):
+    solid_jpeg(root / "images/val/00000001.jpg", (200, 0, 0), size=(40, 32))  # the first image
+    cached = MiniPlacesLoader(root, num_classes=3, split="val", cache=tmp_path / "cache")
+    plain = MiniPlacesLoader(root, num_classes=3, split="val")
+    (array_file,) = (tmp_path / "cache").glob("*.npy")
+    assert np.load(array_file, mmap_mode="r").shape == (3, 32, 32, 3)
+    assert json.loads(array_file.with_suffix(".json").read_text())["other_sizes"] == [[0, 40, 32]]
+    assert cached.image_sizes == plain.image_sizes == [(40, 32), (32, 32), (32, 32)]
+    for i in range(3):
+        assert np.array_equal(np.asarray(cached[i][0]), np.asarray(plain[i][0]))
+
+
+def test_cache_without_its_index_is_rebuilt(root, tmp_path):
+    MiniPlacesLoader(root, num_classes=3, split="val", cache=tmp_path / "cache")
+    (index_file,) = (tmp_path / "cache").glob("*.json")
+    index_file.unlink()  # as a cache written before the index existed
+    solid_jpeg(root / "images/val/00000003.jpg", (0, 0, 0), size=(40, 32))
+    cached = MiniPlacesLoader(root, num_classes=3, split="val", cache=tmp_path / "cache")
+    assert cached.image_sizes == [(32, 32), (32, 32), (40, 32)] and index_file.is_file()
+
+
+def test_cache_applies_the_exif_orientation(root, tmp_path):
+    # Two phone pictures stored 40x32 and tagged "rotate 90 degrees clockwise" among 32x40 images.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for i, color in ((1, (250, 0, 0)), (3, (0, 0, 250))):
+        stripes = np.zeros((32, 40, 3), dtype=np.uint8)
+        stripes[:, :20] = color  # the left half of the stored pixels: the top of the picture
+        Image.fromarray(stripes).save(root / f"images/val/{i:08d}.jpg", quality=95, exif=exif.tobytes())
+    solid_jpeg(root / "images/val/00000002.jpg", (0, 250, 0), size=(32, 40))
+    cached = MiniPlacesLoader(root, num_classes=3, split="val", cache=tmp_path / "cache")
+    (array_file,) = (tmp_path / "cache").glob("*.npy")
+    assert np.load(array_file, mmap_mode="r").shape == (3, 40, 32, 3)  # one size: the upright one
+    assert cached.image_sizes == [(32, 40)] * 3
+    top, bottom = np.asarray(cached[0][0], dtype=int)[[5, 35], 16]
+    assert top[0] > 200 and bottom.max() < 30
 
 
 def test_cache_folder_that_cannot_be_written(root, tmp_path):
@@ -271,6 +339,86 @@ def test_cache_with_bad_image(root, tmp_path):
         dataset = MiniPlacesLoader(root, num_classes=3, cache=tmp_path / "c2", skip_bad_images=True)
     assert len(dataset) == 5 and dataset.samples[0][0] == "train/a/abbey/00000002.jpg"
     assert dataset[0][1] == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images of several sizes in one split
+# ---------------------------------------------------------------------------------------------------
+VAL_SIZES = [(128, 128), (128, 128), (97, 131), (128, 128), (128, 128), (131, 97), (128, 128)]
+
+
+@pytest.fixture
+def mixed_root(tmp_path):
+    """val.txt: seven images, 128x128 but for a 97x131 one (line 3) and a 131x97 one (line 6)."""
+    root = make_root(tmp_path)
+    lines = []
+    for i, size in enumerate(VAL_SIZES, 1):
+        solid_jpeg(root / f"images/val/{i:08d}.jpg", (30 * i, 0, 0), size=size)
+        lines.append(f"val/{i:08d}.jpg {i % 3}")
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_image_sizes_and_the_count_of_other_sizes(mixed_root):
+    dataset = MiniPlacesLoader(mixed_root, num_classes=3, split="val")
+    assert dataset.image_sizes == VAL_SIZES
+    assert dataset.count_other_sizes() == 2 and dataset.count_other_sizes((97, 131)) == 6
+    assert dataset.other_sizes_note() == "2 of 7 val images are not 128x128"
+    assert MiniPlacesLoader(mixed_root, num_classes=3, split="test").other_sizes_note((32, 32)) is None
+    assert image_sizes(torch.utils.data.Subset(dataset, [5, 0])) == [(131, 97), (128, 128)]
+
+
+def test_size_grouped_batches_stack_and_cover_every_image_once(mixed_root):
+    dataset = MiniPlacesLoader(mixed_root, num_classes=3, split="val",
+                               transforms=custom_transforms.get_val_transforms())
+    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
+        list(DataLoader(dataset, batch_size=7))  # what validation did before
+
+    sampler = SizeGroupedBatchSampler(dataset.image_sizes, batch_size=3)
+    assert list(sampler) == [[0, 1, 3], [4, 6], [2], [5]] and len(sampler) == 4
+    assert sampler.order == [0, 1, 3, 4, 6, 2, 5]
+    batches = list(DataLoader(dataset, batch_sampler=sampler, num_workers=2))
+    # Scale(160) keeps the aspect ratio: 97x131 -> 160 x round(160 * 131 / 97) = 160x216.
+    assert [tuple(images.shape) for images, _ in batches] == [(3, 3, 160, 160), (2, 3, 160, 160),
+                                                              (1, 3, 216, 160), (1, 3, 160, 216)]
+    labels = [label for _, label in dataset.samples]
+    assert torch.cat([target for _, target in batches]).tolist() == [labels[i] for i in sampler.order]
+    for (images, _), indices in zip(batches, sampler):  # each image is its own, not a neighbour
+        for image, index in zip(images, indices):
+            assert torch.equal(image, dataset[index][0])
+
+
+def test_size_grouped_shards_split_the_images_between_processes(mixed_root):
+    sizes = MiniPlacesLoader(mixed_root, num_classes=3, split="val").image_sizes
+    shards = [SizeGroupedBatchSampler(sizes, batch_size=2, rank=rank, world_size=2) for rank in (0, 1)]
+    assert [list(shard) for shard in shards] == [[[0, 4], [6], [2]], [[1, 3], [5]]]
+    assert sorted(shards[0].order + shards[1].order) == list(range(7))
+    assert SizeGroupedBatchSampler(sizes[:2], batch_size=2, rank=3, world_size=4).batches == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+    ({"batch_size": 2, "rank": 2, "world_size": 2}, r"rank must lie in 0\.\.1, got 2"),
+])
+def test_size_grouped_sampler_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SizeGroupedBatchSampler([(1, 1)], **kwargs)
+
+
+def test_skipped_image_stands_in_with_one_of_its_size(mixed_root):
+    truncated = mixed_root / "images/val/00000002.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:-50])  # the header still reads, the pixels do not
+    (mixed_root / "images/val/00000005.jpg").write_text("not an image\n")  # not even a header
+    dataset = MiniPlacesLoader(mixed_root, num_classes=3, split="val", skip_bad_images=True)
+    # An unreadable header counts with the size of the next readable image, which stands in for it.
+    assert dataset.image_sizes == VAL_SIZES[:4] + [(131, 97)] + VAL_SIZES[5:]
+    with pytest.warns(UserWarning, match=r"val/00000002\.jpg: cannot read image"):
+        image, label = dataset[1]  # not the 97x131 image that follows it, but the 128x128 after that
+    assert (image.size, label) == ((128, 128), dataset.samples[3][1])
+    assert np.array_equal(np.asarray(image), np.asarray(dataset[3][0]))
+    with pytest.warns(UserWarning, match=r"val/00000005\.jpg: cannot read image"):
+        image, label = dataset[4]
+    assert (image.size, label) == ((131, 97), dataset.samples[5][1])
 
 
 # ---------------------------------------------------------------------------------------------------

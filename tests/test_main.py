@@ -297,6 +297,13 @@ def test_data_errors_name_the_file(tiny_data, tmp_path, capsys):
     assert "train.txt:1" in err and "not found" in err
 
 
+def test_metrics_of_a_resumed_run_read_with_a_bom(tmp_path):
+    # metrics.json edited and saved by a Windows editor ("UTF-8 with BOM") still counts.
+    records = [{"epoch": 0, "val_top1": 10.0}, {"epoch": 1, "val_top1": 20.0}]
+    (tmp_path / "metrics.json").write_text("\ufeff" + json.dumps(records), encoding="utf-8")
+    assert main.load_metrics(tmp_path, start_epoch=1) == records[:1]
+
+
 def test_script_exit_code_without_traceback(tmp_path):
     # A real process (a few seconds of imports): `python code/main.py` must exit 2 with one line,
     # not a traceback; in-process calls cannot show the interpreter's own exit path.

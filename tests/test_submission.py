@@ -208,6 +208,16 @@ def test_scorer_reads_the_class_count_from_categories(tmp_path):
         score.score_files(predictions, truth)
 
 
+def test_scorer_reads_files_with_bom_and_crlf(tmp_path):
+    # As Windows editors save them ("UTF-8 with BOM"): the same errors as the plain files.
+    bom = "\ufeff"
+    write(tmp_path / "categories.txt", bom + "".join(f"/c/class{i} {i}\r\n" for i in range(10)))
+    truth = write(tmp_path / "val.txt", bom + GROUND_TRUTH.replace("\n", "\r\n"))
+    predictions = write(tmp_path / "predictions_val.txt", bom + PREDICTIONS.replace("\n", "\r\n"))
+    assert score.score_files(predictions, truth) == (HAND_ERRORS, 4)
+    assert score.num_classes_for(truth) == 10
+
+
 # ---------------------------------------------------------------------------------------------------
 # report.py
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""main.py and predict.py end to end on a tiny generated dataset full of odd but valid inputs: images of
+other sizes (97x131 and 131x97 among 128x128, in train, val and test), a phone JPEG stored sideways with
+an EXIF orientation, a 16-bit grey PNG under a .jpg name, and val.txt and categories.txt saved as UTF-8
+with BOM and CRLF line ends. Training, -e and the challenge predictions must take them all.
+
+The reference answers are computed here image by image (batches of one, so no size can clash),
+from the saved checkpoint.
+Run: python -m pytest tests/test_odd_inputs.py -q --durations=5
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import checkpoints
+import custom_dataloader
+import custom_transforms
+import demo_data
+import main
+import models
+import predict
+
+NUM_CLASSES = demo_data.DEMO_NUM_CLASSES
+TEST_COUNT = 3
+
+
+def resize(path, size):
+    with Image.open(path) as image:
+        image.convert("RGB").resize(size, Image.BILINEAR).save(path, format="JPEG", quality=95)
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory):
+    root = demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "odd", seed=0, train_per_class=1,
+                                       val_per_class=1, test_count=TEST_COUNT)
+    images = root / "images"
+    resize(images / "val/00000003.jpg", (97, 131))
+    resize(images / "val/00000007.jpg", (131, 97))
+    resize(images / "test/00000002.jpg", (97, 131))
+    resize(images / "train/b/beach/00000001.jpg", (131, 97))
+    with Image.open(images / "val/00000005.jpg") as image:  # stored sideways, tagged "turn 90 clockwise"
+        sideways = image.convert("RGB").resize((96, 128)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(images / "val/00000005.jpg", format="JPEG", quality=95, exif=exif.tobytes())
+    with Image.open(images / "val/00000009.jpg") as image:
+        deep = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(deep).save(images / "val/00000009.jpg", format="PNG")  # 16-bit grey, .jpg name
+    for name in ("val.txt", "categories.txt"):
+        text = (root / name).read_bytes()
+        (root / name).write_bytes(b"\xef\xbb\xbf" + text.replace(b"\n", b"\r\n"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def odd_run(odd_data, tmp_path_factory):
+    """The run folder of one epoch (one SGD step) on odd_data."""
+    logdir = tmp_path_factory.mktemp("logs")
+    argv = [str(odd_data), "--epochs", "1", "-b", "10", "-j", "0", "--gpu", "-1", "--seed", "0", "-p", "1",
+            "--lr", "0.01", "--logdir", str(logdir), "--run-name", "odd"]
+    assert main.main(argv) == 0
+    return logdir / "odd"
+
+
+def load_model(checkpoint_path):
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model = models.build_model(checkpoint["arch"], checkpoint["num_classes"])[1]
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def one_by_one(model, root, split):
+    """{name: flip-averaged logits (C,)} of every image of `split`, each in a batch of its own."""
+    dataset = custom_dataloader.MiniPlacesLoader(root, num_classes=NUM_CLASSES, split=split,
+                                                 transforms=custom_transforms.get_val_transforms())
+    logits = {}
+    for index, (name, _) in enumerate(dataset.samples):
+        image = dataset[index][0][None]  # (1, 3, H, W)
+        logits[name] = (0.5 * (model(image) + model(image.flip(3))))[0]
+    return logits
+
+
+def test_the_dataset_as_the_loader_sees_it(odd_data):
+    val = custom_dataloader.MiniPlacesLoader(odd_data, num_classes=NUM_CLASSES, split="val")
+    assert val.classes[0] == "beach" and val.samples[0] == ("val/00000001.jpg", 2)
+    assert [val.image_sizes[i] for i in (2, 4, 6)] == [(97, 131), (96, 128), (131, 97)]
+    assert val.other_sizes_note() == "3 of 10 val images are not 128x128"
+    assert val[8][0].mode == "RGB" and np.asarray(val[8][0]).std() > 10  # not white: 16-bit scaled
+
+
+def test_training_validates_every_image(odd_run, odd_data):
+    (record,) = json.loads((odd_run / "metrics.json").read_text())
+    model = load_model(odd_run / checkpoints.CHECKPOINT_NAME)
+    # validate() runs without the flip: recompute the top-1 image by image without it.
+    val = custom_dataloader.MiniPlacesLoader(odd_data, num_classes=NUM_CLASSES, split="val",
+                                             transforms=custom_transforms.get_val_transforms())
+    with torch.no_grad():
+        correct = sum(int(model(image[None]).argmax(1).item() == label) for image, label in val)
+    assert record["val_top1"] == pytest.approx(100.0 * correct / len(val))
+
+
+def test_evaluate_takes_every_image(odd_run, odd_data, tmp_path):
+    argv = [odd_data, "-e", "--resume", odd_run / checkpoints.CHECKPOINT_NAME, "-j", "0", "--gpu", "-1",
+            "--logdir", tmp_path, "--run-name", "eval"]
+    assert main.main([str(a) for a in argv]) == 0
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    logits = one_by_one(load_model(odd_run / checkpoints.CHECKPOINT_NAME), odd_data, "val")
+    truth = custom_dataloader.parse_label_file(odd_data / "val.txt", NUM_CLASSES)
+    correct = sum(int(logits[name].argmax().item() == label) for name, label, _ in truth)
+    assert result["count"] == NUM_CLASSES and result["top1"] == pytest.approx(100.0 * correct / NUM_CLASSES)
+
+
+def test_predictions_for_every_image_in_name_order(odd_run, odd_data, tmp_path):
+    checkpoint = odd_run / checkpoints.CHECKPOINT_NAME
+    predict.make_submission(odd_data, checkpoint, tmp_path, torch.device("cpu"), batch_size=4, workers=0,
+                            log=lambda *args: None)
+    model = load_model(checkpoint)
+    for split, count in (("val", NUM_CLASSES), ("test", TEST_COUNT)):
+        lines = [line.split() for line in (tmp_path / f"predictions_{split}.txt").read_text().splitlines()]
+        names = [f"{split}/{i:08d}.jpg" for i in range(1, count + 1)]
+        assert [line[0] for line in lines] == names
+        logits = one_by_one(model, odd_data, split)
+        expected = {name: row.topk(5).indices.tolist() for name, row in logits.items()}
+        assert {line[0]: [int(label) for label in line[1:]] for line in lines} == expected
