@@ -14,10 +14,15 @@ def training_batch(model, attack, images, labels, mode="mixed"):
     every module in eval mode (batch-norm statistics come from the training batches alone, dropout does
     not blur the attack's gradient), and each module's mode is restored afterwards, whatever the
     student's perturb does itself.
-    Raises ValueError for another mode.
+    Raises ValueError for another mode, or labels that are not one class index per image.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a batch (N, 3, H, W), got {getattr(images, 'shape', type(images))}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a tensor of {images.shape[0]} class indices, got {shape}")
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:

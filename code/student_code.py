@@ -6,8 +6,8 @@ Sections:
     Part II  networks                        (SimpleNet; the team's CustomNet2, CustomNet, ResNet,
                                               GoogLeNet; ours: CustomNet2BN, CustomNetRes,
                                               ResNet18Half, GoogLeNetHalf; default_model)
-    Part III attention and adversarial samples (GradAttention, vis_grad_attention, PGDAttack,
-                                              adversarial_training_batch; default_attack, ...)
+    Part III attention and adversarial samples (GradAttention, vis_grad_attention, PGDAttack;
+                                              default_attack, default_attention, default_visfunction)
 """
 import contextlib
 
@@ -889,8 +889,6 @@ default_model = SimpleNet
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ADV_TRAINING_MODES = ("mixed", "adv")
-
 
 def _normalization(like):
     """ImageNet mean and std as (1, 3, 1, 1) tensors of `like`'s dtype and device."""
@@ -1072,27 +1070,6 @@ class PGDAttack:
         low = torch.clamp(clean - self.epsilon, range_low, range_high)
         high = torch.clamp(clean + self.epsilon, range_low, range_high)
         return low, high
-
-
-def adversarial_training_batch(model, attack, images, labels, mode="mixed"):
-    """The (images, labels) of one adversarial-training SGD step.
-
-    mode 'mixed': clean and adversarial images concatenated, (2N, 3, H, W) with labels (2N,);
-    'adv': adversarial images only, (N, 3, H, W) with labels (N,). The attack runs with the model in
-    eval mode, so batch-norm running statistics come from the training batches alone and dropout does
-    not blur the attack's gradient; every module's mode is restored afterwards. An untargeted attack
-    is given the true labels; a targeted one picks its own targets (least confident labels by default).
-    """
-    if mode not in ADV_TRAINING_MODES:
-        raise ValueError(f"mode must be one of {', '.join(ADV_TRAINING_MODES)}; got {mode!r}")
-    _check_images(images, "images")
-    _check_labels(labels, images, "labels")
-    # PGDAttack.perturb switches to eval mode itself; `attack` may be any object with a perturb().
-    with _eval_mode(model):
-        adv = attack.perturb(model, images, None if attack.targeted else labels)
-    if mode == "adv":
-        return adv, labels
-    return torch.cat([images.detach(), adv]), torch.cat([labels, labels])
 
 
 def vis_grad_attention(input, vis_alpha=2.0, n_rows=10, vis_output=None):
