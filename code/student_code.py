@@ -50,6 +50,142 @@ CONV_STRATEGIES = ("cpu", "accelerator")
 _PADDING_STRINGS = ("valid", "same")
 
 
+class CustomConv2DFunction(Function):
+    """2-D convolution with unfold/fold and matrix products only: no conv kernels inside."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        """input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None -> (N, O, Ho, Wo)."""
+        _check_tensors(input, weight, bias)  # the one place arguments are checked
+        if input.dim() != 4:
+            raise ValueError(f"input must be 3-D (C, H, W; through custom_conv2d) or 4-D (N, C, H, W), "
+                             f"got {tuple(input.shape)}")
+        geo = _Geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+        n, out_channels, g = input.shape[0], weight.shape[0], geo.groups
+        ho, wo = geo.out_size
+        w = weight.reshape(g, out_channels // g, -1)  # (G, O/G, K)
+        x = geo.pad(input)
+
+        # Allocated whole and written chunk by chunk: the output is a fresh tensor, never a view,
+        # so an in-place op (ReLU(inplace=True)) may follow.
+        output = input.new_empty((n, out_channels, ho, wo))
+        out_groups = output.view(n, g, out_channels // g, ho * wo)  # (N, G, O/G, L)
+        strategy = _Strategy(input.device)
+        for chunk in strategy.batch_chunks(n, geo.column_bytes(input.element_size())):
+            cols = geo.columns(x[chunk])  # (Nc, C*kh*kw, L)
+            cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
+            torch.matmul(w, cols, out=out_groups[chunk])  # (Nc, G, O/G, L)
+        if bias is not None:
+            output += bias.view(1, -1, 1, 1)
+
+        ctx.geometry = geo
+        ctx.strategy = strategy  # backward chunks the batch as forward did
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(input, weight)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        """Only the gradients autograd asks for: a first layer's input gradient is never computed."""
+        input, weight = ctx.saved_tensors
+        geo = ctx.geometry
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        n, out_channels, ho, wo = grad_output.shape
+        g = geo.groups
+        w = weight.reshape(g, out_channels // g, -1)  # (G, O/G, K)
+        dy = grad_output.contiguous().view(n, g, out_channels // g, ho * wo)  # (N, G, O/G, L)
+
+        grad_input = grad_weight = grad_bias = None
+        if need_bias and ctx.has_bias:
+            grad_bias = grad_output.sum(dim=(0, 2, 3))
+        if need_weight:
+            x = geo.pad(input)
+            grad_w = torch.zeros_like(w)  # (G, O/G, K)
+        if need_input:
+            grad_x = input.new_empty((n, input.shape[1], *geo.padded_size)) if not geo.symmetric \
+                else torch.empty_like(input, memory_format=torch.contiguous_format)
+            w_t = w.transpose(1, 2)  # (G, K, O/G)
+
+        strategy = ctx.strategy
+        for chunk in strategy.batch_chunks(n, geo.column_bytes(input.element_size())):
+            dy_chunk = dy[chunk]  # (Nc, G, O/G, L)
+            if need_weight:
+                cols = geo.columns(x[chunk])
+                cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
+                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=strategy.one_product)
+            if need_input:
+                dcols = torch.matmul(w_t, dy_chunk)  # (Nc, G, K, L)
+                fold_size = grad_x.shape[2:] if geo.symmetric else geo.padded_size
+                grad_x[chunk] = geo.fold(dcols.view(dcols.shape[0], -1, ho * wo), fold_size)
+
+        if need_weight:
+            grad_weight = grad_w.view_as(weight)
+        if need_input:
+            if not geo.symmetric:
+                top, bottom, left, right = geo.pads
+                grad_x = grad_x[:, :, top:grad_x.shape[2] - bottom, left:grad_x.shape[3] - right]
+            grad_input = grad_x
+        return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """`torch.nn.functional.conv2d`, computed with CustomConv2DFunction.
+
+    Takes batched (N, C, H, W) or unbatched (C, H, W) input, and padding as an int, a pair,
+    'valid' or 'same'. Under autocast it runs in the autocast dtype, as F.conv2d does.
+    """
+    if isinstance(input, torch.Tensor) and torch.is_autocast_enabled(input.device.type):
+        # Cast before the dtype check, as autocast does for F.conv2d: inside a network a layer gets
+        # the previous layer's fp16/bf16 output while its own weight stays float32.
+        device_type = input.device.type
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return custom_conv2d(_autocast_to(input, dtype), _autocast_to(weight, dtype),
+                                 _autocast_to(bias, dtype), stride, padding, dilation, groups)
+    # (C, H, W) -> (1, C, H, W) and back; CustomConv2DFunction checks every argument.
+    unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
+    output = CustomConv2DFunction.apply(input.unsqueeze(0) if unbatched else input, weight, bias, stride, padding,
+                                        dilation, groups)
+    return output.squeeze(0) if unbatched else output
+
+
+class CustomConv2d(nn.Conv2d):
+    """A drop-in for nn.Conv2d whose forward is custom_conv2d.
+
+    Subclassing nn.Conv2d gives exactly its constructor, parameter names and shapes, default
+    initialisation and padding modes, so one state_dict loads into either and the outputs match.
+    """
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            # Same as nn.Conv2d: pad explicitly in the requested mode, then convolve unpadded.
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return custom_conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return custom_conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+# Helpers of Part I: argument checks, the convolution's geometry, the chunking strategy.
+
+
+def _check_tensors(input, weight, bias):
+    for name, t in (("input", input), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), got {tuple(weight.shape)}")
+    if input.dtype != weight.dtype:
+        raise TypeError(f"input dtype {input.dtype} and weight dtype {weight.dtype} differ")
+    if input.device != weight.device:
+        raise ValueError(f"input is on {input.device} but weight is on {weight.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias dtype {bias.dtype} and weight dtype {weight.dtype} differ")
+
+
 def _int_pair(value, name):
     """An int or a pair of ints -> (int, int)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -165,25 +301,6 @@ class _Geometry:
         return self.in_channels * kh * kw * ho * wo * element_size
 
 
-def _check_tensors(input, weight, bias):
-    for name, t in (("input", input), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if weight.dim() != 4:
-        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), got {tuple(weight.shape)}")
-    if input.dtype != weight.dtype:
-        raise TypeError(f"input dtype {input.dtype} and weight dtype {weight.dtype} differ")
-    if input.device != weight.device:
-        raise ValueError(f"input is on {input.device} but weight is on {weight.device}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype != weight.dtype:
-            raise TypeError(f"bias dtype {bias.dtype} and weight dtype {weight.dtype} differ")
-
-
 class _Strategy:
     """How one call runs: the column bytes per chunk and the weight-gradient layout."""
 
@@ -200,83 +317,6 @@ class _Strategy:
         """Slices of the batch whose column matrices hold about chunk_bytes each (one sample at least)."""
         step = max(1, self.chunk_bytes // max(1, sample_bytes))
         return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]
-
-
-class CustomConv2DFunction(Function):
-    """2-D convolution with unfold/fold and matrix products only: no conv kernels inside."""
-
-    @staticmethod
-    def forward(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        """input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None -> (N, O, Ho, Wo)."""
-        _check_tensors(input, weight, bias)
-        if input.dim() != 4:
-            raise ValueError(f"input must be 4-D (N, C, H, W), got {tuple(input.shape)}")
-        geo = _Geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-        n, out_channels, g = input.shape[0], weight.shape[0], geo.groups
-        ho, wo = geo.out_size
-        w = weight.reshape(g, out_channels // g, -1)  # (G, O/G, K)
-        x = geo.pad(input)
-
-        # Allocated whole and written chunk by chunk: the output is a fresh tensor, never a view,
-        # so an in-place op (ReLU(inplace=True)) may follow.
-        output = input.new_empty((n, out_channels, ho, wo))
-        out_groups = output.view(n, g, out_channels // g, ho * wo)  # (N, G, O/G, L)
-        strategy = _Strategy(input.device)
-        for chunk in strategy.batch_chunks(n, geo.column_bytes(input.element_size())):
-            cols = geo.columns(x[chunk])  # (Nc, C*kh*kw, L)
-            cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
-            torch.matmul(w, cols, out=out_groups[chunk])  # (Nc, G, O/G, L)
-        if bias is not None:
-            output += bias.view(1, -1, 1, 1)
-
-        ctx.geometry = geo
-        ctx.strategy = strategy  # backward chunks the batch as forward did
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(input, weight)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        """Only the gradients autograd asks for: a first layer's input gradient is never computed."""
-        input, weight = ctx.saved_tensors
-        geo = ctx.geometry
-        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        n, out_channels, ho, wo = grad_output.shape
-        g = geo.groups
-        w = weight.reshape(g, out_channels // g, -1)  # (G, O/G, K)
-        dy = grad_output.contiguous().view(n, g, out_channels // g, ho * wo)  # (N, G, O/G, L)
-
-        grad_input = grad_weight = grad_bias = None
-        if need_bias and ctx.has_bias:
-            grad_bias = grad_output.sum(dim=(0, 2, 3))
-        if need_weight:
-            x = geo.pad(input)
-            grad_w = torch.zeros_like(w)  # (G, O/G, K)
-        if need_input:
-            grad_x = input.new_empty((n, input.shape[1], *geo.padded_size)) if not geo.symmetric \
-                else torch.empty_like(input, memory_format=torch.contiguous_format)
-            w_t = w.transpose(1, 2)  # (G, K, O/G)
-
-        strategy = ctx.strategy
-        for chunk in strategy.batch_chunks(n, geo.column_bytes(input.element_size())):
-            dy_chunk = dy[chunk]  # (Nc, G, O/G, L)
-            if need_weight:
-                cols = geo.columns(x[chunk])
-                cols = cols.view(cols.shape[0], g, -1, ho * wo)  # (Nc, G, K, L)
-                _accumulate_weight_grad(grad_w, dy_chunk, cols, one_product=strategy.one_product)
-            if need_input:
-                dcols = torch.matmul(w_t, dy_chunk)  # (Nc, G, K, L)
-                fold_size = grad_x.shape[2:] if geo.symmetric else geo.padded_size
-                grad_x[chunk] = geo.fold(dcols.view(dcols.shape[0], -1, ho * wo), fold_size)
-
-        if need_weight:
-            grad_weight = grad_w.view_as(weight)
-        if need_input:
-            if not geo.symmetric:
-                top, bottom, left, right = geo.pads
-                grad_x = grad_x[:, :, top:grad_x.shape[2] - bottom, left:grad_x.shape[3] - right]
-            grad_input = grad_x
-        return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
 def _accumulate_weight_grad(grad_w, dy, cols, one_product):
@@ -302,45 +342,6 @@ def _autocast_to(tensor, dtype):
     if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
         return tensor.to(dtype)
     return tensor
-
-
-def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """`torch.nn.functional.conv2d`, computed with CustomConv2DFunction.
-
-    Takes batched (N, C, H, W) or unbatched (C, H, W) input, and padding as an int, a pair,
-    'valid' or 'same'. Under autocast it runs in the autocast dtype, as F.conv2d does.
-    """
-    if isinstance(input, torch.Tensor) and torch.is_autocast_enabled(input.device.type):
-        # Cast before the dtype check, as autocast does for F.conv2d: inside a network a layer gets
-        # the previous layer's fp16/bf16 output while its own weight stays float32.
-        device_type = input.device.type
-        dtype = torch.get_autocast_dtype(device_type)
-        with torch.autocast(device_type, enabled=False):
-            return custom_conv2d(_autocast_to(input, dtype), _autocast_to(weight, dtype),
-                                 _autocast_to(bias, dtype), stride, padding, dilation, groups)
-    _check_tensors(input, weight, bias)
-    if input.dim() not in (3, 4):
-        raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got {tuple(input.shape)}")
-    if input.dim() == 3:
-        return CustomConv2DFunction.apply(
-            input.unsqueeze(0), weight, bias, stride, padding, dilation, groups
-        ).squeeze(0)
-    return CustomConv2DFunction.apply(input, weight, bias, stride, padding, dilation, groups)
-
-
-class CustomConv2d(nn.Conv2d):
-    """A drop-in for nn.Conv2d whose forward is custom_conv2d.
-
-    Subclassing nn.Conv2d gives exactly its constructor, parameter names and shapes, default
-    initialisation and padding modes, so one state_dict loads into either and the outputs match.
-    """
-
-    def _conv_forward(self, input, weight, bias):
-        if self.padding_mode != "zeros":
-            # Same as nn.Conv2d: pad explicitly in the requested mode, then convolve unpadded.
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return custom_conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return custom_conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 # ---------------------------------------------------------------------------------------------------
