@@ -66,6 +66,7 @@ DEMO_DEFAULTS = {
 DEMO_ATTACK_IMAGES = 50
 
 # What a resumed run keeps from the run it continues unless the flag is given again: dest -> flag.
+# The switches among them have a --no-... form (BooleanOptionalAction), to turn one off on resume.
 RUN_SETTINGS = {
     "data_folder": "data_folder", "arch": "--arch", "use_custom_conv": "--use-custom-conv", "init": "--init",
     "amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "cache": "--cache",
@@ -125,7 +126,7 @@ def get_args_parser():
                         help="accuracy of the --resume model under the default PGD attack")
     parser.add_argument("-v", "--vis", action="store_true",
                         help="with -e: saliency maps; with -a: original and adversarial images")
-    parser.add_argument("--use-custom-conv", action="store_true", help="use CustomConv2d (unfold/fold)")
+    parser.add_argument("--use-custom-conv", action=argparse.BooleanOptionalAction, default=False, help="use CustomConv2d (unfold/fold)")
     parser.add_argument("--gpu", default=None, type=int,
                         help="GPU index; negative for the CPU; default the first GPU if any, else the CPU")
     parser.add_argument("--arch", default=None, choices=models.arch_names(),
@@ -138,14 +139,14 @@ def get_args_parser():
     parser.add_argument("--logdir", default=str(utils.DEFAULT_LOG_DIR), help="folder holding the run folders")
     parser.add_argument("--run-name", default=None,
                         help="run folder name (default <arch>_<conv>_<timestamp>; with --resume, its folder)")
-    parser.add_argument("--amp", action="store_true",
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="mixed precision: fp16 + GradScaler on CUDA, bf16 on the CPU")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    parser.add_argument("--cache", action="store_true",
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the training model")
+    parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                         help="decode each split once into a memory-mapped uint8 file under data/cache/, "
                              "so epochs skip JPEG decoding")
-    parser.add_argument("--adv-train", action="store_true", help="train on PGD adversarial examples")
+    parser.add_argument("--adv-train", action=argparse.BooleanOptionalAction, default=False, help="train on PGD adversarial examples")
     parser.add_argument("--adv-mode", default="mixed", choices=adversarial.MODES,
                         help="adversarial training batch: clean + adversarial, or adversarial only")
     parser.add_argument("--adv-steps", default=2, type=int, help="PGD steps per adversarial training batch")
@@ -349,6 +350,7 @@ def prepare_training(args, given, ctx):
     checkpoint = read_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         adopt_run_settings(args, given, checkpoint, say)
+        check_args(args)  # the run's settings with this command line's: --warmup-epochs against --epochs, ...
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
     args.seed = ctx.broadcast(args.seed)

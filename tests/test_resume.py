@@ -88,12 +88,13 @@ def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_r
     copy = tmp_path / "custom"
     shutil.copytree(run_dir, copy)
     code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
-                               "--gpu", "-1", "--lr", "0.02", "--amp"], capsys)
+                               "--gpu", "-1", "--lr", "0.02", "--amp", "--no-channels-last"], capsys)
     assert code == 0, err
     assert "note: --lr 0.02 replaces the run's 0.05 from here on" in out
     assert "note: --amp switches mixed precision on for the rest of the run, with a fresh GradScaler" in out
+    assert "note: --channels-last is off from here on (the run started with it on)" in out
     args = json.loads((copy / "args.json").read_text())
-    assert (args["lr"], args["amp"], args["use_custom_conv"]) == (0.02, True, True)
+    assert (args["lr"], args["amp"], args["channels_last"], args["use_custom_conv"]) == (0.02, True, False, True)
 
 
 def test_switching_amp_on_starts_a_fresh_grad_scaler():
