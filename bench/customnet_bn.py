@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "code"))
@@ -267,7 +267,11 @@ def top1(model, loader, batch_stats=False):
 def run_one(args, seed, init, sets):
     """Train CustomNet and CustomNetUnshared from one seed; returns (rows, mismatch, timings)."""
     train_set, train_eval_set, val_set = sets
-    train_eval = DataLoader(train_eval_set, batch_size=loaders.VAL_BATCH_SIZE)
+    # train.txt lists the images class by class: in that order every batch would hold one class, and
+    # batch statistics (evaluation and recomputation alike) would lose the between-class variance.
+    # One fixed shuffle instead; val.txt's order is already mixed.
+    order = torch.randperm(len(train_eval_set), generator=torch.Generator().manual_seed(seed)).tolist()
+    train_eval = DataLoader(Subset(train_eval_set, order), batch_size=loaders.VAL_BATCH_SIZE)
     val = DataLoader(val_set, batch_size=loaders.VAL_BATCH_SIZE)
     hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                  weight_decay=args.weight_decay, seed=seed)
