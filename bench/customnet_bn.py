@@ -207,7 +207,8 @@ def train_transforms(size):
 
 def eval_transforms(size):
     """The assignment's val pipeline (Scale(160) bilinear after 128 px training crops) at 1.25 * size."""
-    return T.Compose([T.Scale(round(1.25 * size), interpolations=(Image.BILINEAR,)), T.ToTensor(), T.Normalize()])
+    return T.Compose([T.Scale(round(1.25 * size), interpolations=(Image.BILINEAR,)), T.ToTensor(),
+                      T.Normalize()])
 
 
 def datasets(root, label_folder, classes, size):
@@ -220,8 +221,8 @@ def datasets(root, label_folder, classes, size):
     # num_classes is MiniPlaces' 100 for the loader's check against categories.txt; the subset's
     # labels 0..len(classes)-1 lie within it.
     def dataset(split, transforms):
-        return custom_dataloader.MiniPlacesLoader(root, files[split], num_classes=MINIPLACES_CLASSES, split=split,
-                                                  transforms=transforms)
+        return custom_dataloader.MiniPlacesLoader(root, files[split], num_classes=MINIPLACES_CLASSES,
+                                                  split=split, transforms=transforms)
 
     return (dataset("train", train_transforms(size)), dataset("train", eval_transforms(size)),
             dataset("val", eval_transforms(size)))
@@ -312,7 +313,8 @@ def run_one(args, seed, init, sets):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="MiniPlaces folder (official layout)")
+    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA),
+                        help="MiniPlaces folder (official layout)")
     parser.add_argument("--classes", type=int, default=20, help="classes, spread evenly over the 100")
     parser.add_argument("--size", type=int, default=64, help="training crop in px (evaluated at 1.25x)")
     parser.add_argument("--epochs", type=int, default=5)
@@ -322,7 +324,7 @@ def parse_args(argv=None):
     parser.add_argument("--wd", type=float, default=1e-4, dest="weight_decay", help="weight decay")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--init", nargs="+", default=["pytorch"], choices=INITS,
-                        help="pytorch: the team's default init (models.reset_to_pytorch_init_); kaiming: ours")
+                        help="pytorch: the team's init (models.reset_to_pytorch_init_); kaiming: ours")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 measured faster than 2 on the shared 2-core machine)")
     args = parser.parse_args(argv)
@@ -340,7 +342,8 @@ def parse_args(argv=None):
 
 def print_table(seed, init, rows, gaps, timings):
     print(f"\n### seed {seed}, {init} init\n")
-    print("| network, BN statistics | val top-1 % | train-image top-1 % | last-epoch train top-1 % (logged) |")
+    print("| network, BN statistics | val top-1 % | train-image top-1 % "
+          "| last-epoch train top-1 % (logged) |")
     print("|---|---:|---:|---:|")
     for label, val, train_images, logged in rows:
         logged = "" if logged is None else f"{logged:.1f}"
@@ -361,8 +364,9 @@ def main(argv=None):
         sets = datasets(args.data, label_folder, args.class_ids, args.size)
         print(f"CustomNet BN check: {args.classes} classes {args.class_ids}, {len(sets[0])} train / "
               f"{len(sets[2])} val images, {args.size} px crops (evaluated at {round(1.25 * args.size)} px), "
-              f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr} cosine, momentum {args.momentum}, "
-              f"wd {args.weight_decay}; torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+              f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr} cosine, momentum "
+              f"{args.momentum}, wd {args.weight_decay}; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} thread(s)", flush=True)
         for init in args.init:
             for seed in args.seeds:
                 print_table(seed, init, *run_one(args, seed, init, sets))
