@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 CODE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CODE_DIR.parent
@@ -59,14 +59,15 @@ CV2_INTERPOLATIONS = {0: Image.NEAREST, 1: Image.BILINEAR, 2: Image.BICUBIC, 3: 
 
 
 def load_image(filename):
-    """The image in `filename` as an (H, W, 3) uint8 RGB array, upright (EXIF orientation applied).
+    """The image in `filename` as an (H, W, 3) uint8 RGB array, as the dataset reads it: upright (EXIF
+    orientation applied), every pixel mode converted to 8-bit RGB (custom_dataloader.load_rgb_image).
 
-    As the 2019 helper (which used cv2.imread and turned BGR into RGB). Raises OSError when the file
-    is missing or not an image.
+    As the 2019 helper (which used cv2.imread and turned BGR into RGB). Raises custom_dataloader's
+    DataError (a UserError), one line naming the file, when it is missing or not a readable image.
     """
-    with Image.open(filename) as image:
-        image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("RGB"))
+    import custom_dataloader  # a cycle at import time: custom_dataloader imports this module
+
+    return np.asarray(custom_dataloader.load_rgb_image(filename))
 
 
 def resize_image(img, new_size, interpolation):

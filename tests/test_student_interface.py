@@ -193,3 +193,47 @@ def test_our_student_code_runs_beside_the_2019_helpers_alone(tmp_path):
     code, out, err = run(tmp_path / "harness_2019.py", cwd=tmp_path)
     assert code == 0, err
     assert out.split("CustomConv2DFunction")[0].strip() == "(2, 3, 128, 128) (2, 1, 128, 128) (3, 132, 262)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# utils.py keeps the 2019 helpers that student files import
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_resize_image_takes_opencvs_interpolation_codes():
+    import numpy as np
+
+    import utils
+
+    image = np.array([[0, 100], [200, 255]], dtype=np.uint8)  # (H, W) = (2, 2)
+    # cv2.INTER_NEAREST (0) to (width 4, height 2): every column twice, as cv2.resize gives it.
+    np.testing.assert_array_equal(utils.resize_image(image, (4, 2), 0),
+                                  [[0, 0, 100, 100], [200, 200, 255, 255]])
+    colour = np.zeros((6, 8, 3), dtype=np.uint8)
+    assert utils.resize_image(colour, (5, 3), 1).shape == (3, 5, 3)  # new_size is (width, height)
+    with pytest.raises(ValueError, match="interpolation must be an OpenCV code 0-4"):
+        utils.resize_image(image, (4, 2), 7)
+
+
+def test_save_image_and_load_image_round_trip_an_rgb_array(tmp_path):
+    import numpy as np
+
+    import utils
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    utils.save_image(tmp_path / "picture.png", rgb)
+    loaded = utils.load_image(tmp_path / "picture.png")
+    assert loaded.dtype == np.uint8 and loaded.shape == (5, 7, 3)
+    np.testing.assert_array_equal(loaded, rgb)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically
+
+
+def test_load_image_reads_every_pixel_mode_as_the_dataset_does(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import utils
+
+    deep = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)  # 16-bit grey: scaled, not clipped
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    np.testing.assert_array_equal(utils.load_image(tmp_path / "deep.png")[..., 0], [[0, 100, 255]])
