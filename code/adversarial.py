@@ -2,6 +2,8 @@
 `adversarial_training_batch` of their own (the 2019 interface has none)."""
 import torch
 
+import student_interface
+
 MODES = ("mixed", "adv")
 
 
@@ -29,6 +31,7 @@ def training_batch(model, attack, images, labels, mode="mixed"):
         # 2019 attacks are targeted and take perturb(model, input); an untargeted one needs the labels.
         targeted = getattr(attack, "targeted", True)
         adv = attack.perturb(model, images) if targeted else attack.perturb(model, images, labels)
+        adv = student_interface.expect_images_like(adv, images, f"{type(attack).__name__}.perturb")
     finally:
         for module, training in modes:  # per module: a submodule deliberately left in eval stays so
             module.training = training

@@ -74,6 +74,8 @@ def load_file(path, flag="--resume"):
     Raises CheckpointError naming `flag` and the file when it is missing or unreadable.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{flag}: {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{flag}: no checkpoint file at {path}")
     try:
@@ -113,10 +115,13 @@ class Checkpoint:
     extra_keys: list = field(default_factory=list)
 
     def lacks(self):
-        """What a training resume would miss, e.g. ['optimizer state', 'RNG states']."""
-        missing = [("optimizer", "optimizer state"), ("scaler", "GradScaler state"), ("rng", "RNG states"),
-                   ("args", "arguments")]
-        return [label for name, label in missing if getattr(self, name) is None]
+        """What a training resume would miss, e.g. ['optimizer state', 'RNG states']; another script's
+        arguments are not main.py's, so only main.py's checkpoints have 'arguments'."""
+        missing = [("optimizer", "optimizer state"), ("scaler", "GradScaler state"), ("rng", "RNG states")]
+        lacking = [label for name, label in missing if getattr(self, name) is None]
+        if self.kind != "main.py" or not self.args:
+            lacking.append("arguments")
+        return lacking
 
 
 def read(path, flag="--resume"):
@@ -133,6 +138,9 @@ def read(path, flag="--resume"):
                               f"{', '.join(map(str, list(raw)[:8]))})")
     checkpoint = Checkpoint(path, _kind(raw), strip_wrapper_prefixes(raw[key]))
     checkpoint.epoch = _as_int(raw.get("epoch", 0), "epoch", path, flag)
+    if checkpoint.epoch < 0:
+        raise CheckpointError(f"{flag}: {path}: 'epoch' is {checkpoint.epoch}; it counts finished epochs, so "
+                              "it cannot be negative")
     checkpoint.best_acc1 = _as_float(raw.get("best_acc1", raw.get("best_acc", 0.0)), "best_acc1", path, flag)
     checkpoint.optimizer = _optional_dict(raw, ("optimizer", "optimizer_state_dict"))
     checkpoint.scaler = _optional_dict(raw, ("scaler",))

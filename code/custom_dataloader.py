@@ -267,8 +267,12 @@ def check_relative_path(rel_path, where):
 
 
 def parse_label_file(path, num_classes):
-    """[(relative image path, label, line number)] from lines '<path> <label>'; blank lines are skipped."""
+    """[(relative image path, label, line number)] from lines '<path> <label>'; blank lines are skipped.
+
+    An image listed twice is refused: it would count twice in every accuracy and prediction file.
+    """
     samples = []
+    first_line = {}  # image path -> the line that listed it first
     for number, line in _read_lines(path):
         where = f"{path}:{number}"
         fields = line.split()
@@ -281,7 +285,11 @@ def parse_label_file(path, num_classes):
             raise DataError(f"{where}: label '{label_text}' is not an integer") from None
         if not 0 <= label < num_classes:
             raise DataError(f"{where}: label {label} is outside 0..{num_classes - 1} (num_classes={num_classes})")
-        samples.append((check_relative_path(rel_path, where), label, number))
+        rel_path = check_relative_path(rel_path, where)
+        if rel_path in first_line:
+            raise DataError(f"{where}: image {rel_path} is listed twice (first on line {first_line[rel_path]})")
+        first_line[rel_path] = number
+        samples.append((rel_path, label, number))
     if not samples:
         raise DataError(f"{path}: no images listed")
     return samples

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+import student_interface
 from divergence import DivergenceWatch
 from runlog import MetricLogger, RunLog
 from utils import accuracy
@@ -164,7 +165,8 @@ def attack_eval(model, loader, attacks, device, *, print_freq=10, visualize=None
             acc1, acc5 = accuracy(model(images), target, topk=(1, 5))
         clean.update(n, top1=acc1, top5=acc5)
         for eps, attacker in attacks.items():
-            adv_images = images if attacker is None else attacker.perturb(model, images)
+            adv_images = images if attacker is None else student_interface.expect_images_like(
+                attacker.perturb(model, images), images, f"{type(attacker).__name__}.perturb")
             with torch.no_grad():
                 acc1, acc5 = accuracy(model(adv_images), target, topk=(1, 5))
             adversarial[eps].update(n, top1=acc1, top5=acc5)

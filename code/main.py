@@ -18,8 +18,10 @@ import argparse
 import copy
 import functools
 import json
+import math
 import os
 import random
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,6 +77,7 @@ RUN_SETTINGS = {
     "adv_mode": "--adv-mode", "adv_steps": "--adv-steps",
 }
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_STUDENT_CODE, EXIT_INTERRUPTED = 2, 3, 4, 130
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -195,6 +198,12 @@ def check_args(args):
     for flag, value in non_negative.items():
         if value < 0:
             raise UserError(f"{flag} must not be negative, got {value}")
+    floats = {"--lr": args.lr, "--momentum": args.momentum, "--wd/--weight-decay": args.weight_decay,
+              "--warmup-epochs": args.warmup_epochs}
+    for flag, value in floats.items():
+        # The weights are float32: a step of lr 1e308 overflows, and NaN or inf train nothing.
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise UserError(f"{flag} must be a finite number (float32), got {value}")
     if not args.lr > 0:
         raise UserError(f"--lr must be positive, got {args.lr}")
     if args.warmup_epochs > args.epochs:
@@ -258,18 +267,20 @@ def read_checkpoint(path):
 
 def adopt_run_settings(args, given, checkpoint, say):
     """Continue with the settings the run was started with, unless a flag gives one again: then use
-    the new value and say so in one line. arch changes are refused later, by the weights' fit."""
-    stored = checkpoint.args
-    if stored is None:
-        say(f"=> {checkpoint.path} (a {checkpoint.kind} checkpoint) holds no arguments: the run continues "
-            "with this command line's settings")
+    the new value and say so in one line. Only main.py's own checkpoints carry our settings (another
+    script's arguments mean something else); arch changes are refused by the weights' fit."""
+    stored = checkpoint.args if checkpoint.kind == "main.py" else None
+    if not stored:
         return
     for dest, flag in RUN_SETTINGS.items():
         if dest not in stored or stored[dest] is None:
             continue
         if dest not in given:
             setattr(args, dest, stored[dest])
-        elif getattr(args, dest) != stored[dest]:
+        elif getattr(args, dest) != stored[dest] and dest != "arch":
+            if dest == "epochs" and args.epochs <= checkpoint.epoch:
+                raise UserError(f"--resume: {checkpoint.path} already finished epoch {checkpoint.epoch} of "
+                                f"--epochs {args.epochs}")
             say(_changed_setting_note(dest, flag, stored[dest], getattr(args, dest)))
 
 
@@ -283,16 +294,29 @@ def _changed_setting_note(dest, flag, old, new):
     return f"note: {flag} {new} replaces the run's {old} from here on"
 
 
-def run_folder(args, ctx, arch):
-    """logs/<run-name>; with --resume and no --run-name, the checkpoint's own folder when writable."""
+def run_folder(args, ctx, arch, checkpoint=None):
+    """logs/<run-name>; with --resume and no --run-name, the checkpoint's own folder when it is a run
+    folder of main.py that may be written, else a new run folder (a file main.py did not write is never
+    overwritten, and a read-only folder stays untouched even for root)."""
     if args.run_name:
         name, reuse = args.run_name, True
-    elif args.resume and os.access(Path(args.resume).resolve().parent, os.W_OK):
-        return Path(args.resume).resolve().parent
+    elif checkpoint is not None and is_own_run_folder(checkpoint):
+        return checkpoint.path.resolve().parent
     else:
         name, reuse = utils.make_run_name(arch, CONV_OPS[args.use_custom_conv]), False
     run_dir = utils.create_run_dir(args.logdir, name, reuse=reuse) if ctx.is_main else None
     return Path(ctx.broadcast(str(run_dir) if run_dir else None))
+
+
+def is_own_run_folder(checkpoint):
+    """The checkpoint's folder is one main.py made (the checkpoint is ours, args.json beside it) and
+    its permission bits allow writing (os.access says yes to root whatever the bits are)."""
+    folder = checkpoint.path.resolve().parent
+    try:
+        writable = bool(folder.stat().st_mode & stat.S_IWUSR) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
+    return checkpoint.kind == "main.py" and (folder / "args.json").is_file() and writable
 
 
 def load_metrics(run_dir, epochs_done):
@@ -380,7 +404,7 @@ def prepare_training(args, given, ctx):
     run.train_model = wrap_for_training(model, args, ctx)
     run.adversarial_batch = adversarial_batch_fn(args, model, run.criterion)
 
-    run.run_dir = run_folder(args, ctx, args.arch)
+    run.run_dir = run_folder(args, ctx, args.arch, checkpoint)
     run.log = RunLog(run.run_dir, ctx.is_main, purge_step=run.start_epoch * run.iters if run.start_epoch else None,
                      purge_epoch=run.start_epoch + 1 if run.start_epoch else None)
     run.metrics = load_metrics(run.run_dir, run.start_epoch - (run.pending is not None))
@@ -405,6 +429,7 @@ def build_training_model(args, num_classes, checkpoint, say):
     if checkpoint is None:
         args.arch, model = models.build_model(args.arch, num_classes, args.use_custom_conv, init=args.init,
                                               pretrained=True)
+        models.check_logits(model, num_classes, args.arch)
         return model
     if checkpoint.num_classes not in (None, num_classes):
         raise UserError(f"--resume: {checkpoint.path} was trained on {checkpoint.num_classes} classes but "
@@ -413,6 +438,7 @@ def build_training_model(args, num_classes, checkpoint, say):
     if note:
         say(note)
     checkpoints.load_weights(model, checkpoint)
+    models.check_logits(model, num_classes, args.arch)
     return model
 
 
@@ -522,9 +548,15 @@ def save_epoch(run, epoch, record, validated=False, is_best=False):
 
 def finish_epoch(run, epoch, record):
     """Validate `epoch`, then log it, save the checkpoint again (and model_best) and print its line."""
-    val = engine.validate(run.model, run.val_loader, run.criterion, run.ctx.device, amp_dtype=run.amp_dtype,
-                          print_freq=run.args.print_freq, log=run.log)
-    is_best = val["top1"] > run.best_acc1
+    try:
+        val = engine.validate(run.model, run.val_loader, run.criterion, run.ctx.device, amp_dtype=run.amp_dtype,
+                              print_freq=run.args.print_freq, log=run.log)
+    except UserError as exc:  # a bad val image, say: the epoch's training is safe on disk
+        saved = run.run_dir / checkpoints.CHECKPOINT_NAME
+        raise UserError(f"{exc} (validating epoch {epoch}; its training is saved in {saved}: fix the data and "
+                        "--resume it to validate it)") from None
+    # The first validated epoch of a run is its best so far even at 0%: model_best must exist.
+    is_best = val["top1"] > run.best_acc1 or not (run.run_dir / checkpoints.BEST_NAME).is_file()
     run.best_acc1 = max(run.best_acc1, val["top1"])
     record = {**record, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
     run.metrics.append(record)
@@ -600,6 +632,7 @@ def load_for_eval(args, ctx, val_images=None):
                         f"{args.data_folder} has {len(val_set.classes)}")
     args.arch, model, note = models.model_for_checkpoint(checkpoint, args.arch, num_classes, args.use_custom_conv)
     checkpoints.load_weights(model, checkpoint)
+    models.check_logits(model, num_classes, args.arch)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(ctx.device, memory_format=memory_format).eval()
     if val_images is not None and val_images < len(val_set):
@@ -607,11 +640,11 @@ def load_for_eval(args, ctx, val_images=None):
         val_set = torch.utils.data.Subset(val_set, range(val_images))
         val_set.classes = classes
     val_loader = loaders.eval_loader(val_set, args.workers, ctx.device, ctx.rank, ctx.world_size)
-    log = RunLog(run_folder(args, ctx, args.arch), ctx.is_main)
+    log = RunLog(run_folder(args, ctx, args.arch, checkpoint), ctx.is_main)
     if note:
         log.print(note)
-    log.print(f"=> {args.resume}: {args.arch} after epoch {checkpoint.epoch} (a {checkpoint.kind} checkpoint), "
-              f"evaluated with {CONV_OPS[args.use_custom_conv]} on {ctx.device}")
+    log.print(f"=> {args.resume}: {args.arch} trained for {checkpoint.epoch} epochs (a {checkpoint.kind} "
+              f"checkpoint), evaluated with {CONV_OPS[args.use_custom_conv]} on {ctx.device}")
     size_note = val_set.dataset.other_sizes_note() if isinstance(val_set, torch.utils.data.Subset) \
         else val_set.other_sizes_note()
     if size_note:
@@ -727,7 +760,9 @@ def main(argv=None):
         # Flag errors (found before the process group) and EveryRankError are alike on every process.
         if rank == 0 or (distributed and not isinstance(exc, EveryRankError)):
             utils.print_user_error(exc)
-        return EXIT_DIVERGED if isinstance(exc, TrainingDiverged) else EXIT_USER_ERROR
+        if isinstance(exc, TrainingDiverged):
+            return EXIT_DIVERGED
+        return EXIT_STUDENT_CODE if isinstance(exc, student_interface.StudentCodeError) else EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -113,6 +113,33 @@ def build_model(arch, num_classes, use_custom_conv=False, init="model", pretrain
     return arch, model
 
 
+def check_logits(model, num_classes, arch, size=128):
+    """Refuse, in one line, a network whose forward does not return (N, num_classes) logits: a tuple,
+    a wrong width (a classifier hard-coded to 100 classes on other data), a flattened output...
+
+    One forward pass of two blank (3, size, size) images in eval mode, without gradients, on the
+    CPU, before the network moves anywhere; the module modes are restored.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(2, 3, size, size))
+    except Exception as exc:  # the student's forward may raise anything
+        raise student_interface.StudentCodeError(
+            f"running {type(model).__name__} on two blank images: {student_interface.describe(exc)}") from None
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not isinstance(output, torch.Tensor) or output.shape != (2, num_classes):
+        got = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
+            else f"a {type(output).__name__}"
+        raise student_interface.StudentCodeError(
+            f"{student_interface.FILE_NAME}'s {type(model).__name__} (--arch {arch}) returned {got} for a batch of "
+            f"2 images, not (2, {num_classes}) logits: its forward must return one row of {num_classes} class "
+            "scores per image")
+
+
 def candidate_archs():
     """Every network the harness can build with this student's file: the registry's names it defines,
     then default_model's class when the registry does not name it, then the harness's own."""

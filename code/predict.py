@@ -29,6 +29,7 @@ import devices
 import loaders
 import models
 import score
+import student_interface
 import utils
 from utils import UserError
 
@@ -124,6 +125,7 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     if note:
         log(note)
     checkpoints.load_weights(model, checkpoint)
+    models.check_logits(model, num_classes, arch)
     model_bytes = serialize(checkpoints.model_only(checkpoint, arch))
     models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
     model = model.to(device).eval()
@@ -159,7 +161,8 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0, 2 for a user error, 130 when interrupted)."""
+    """Entry point; returns the exit code (0, 2 for a user error, 4 for an error in the student's file,
+    130 when interrupted)."""
     try:
         args = get_args_parser().parse_args(argv)
         if args.batch_size < 1:
@@ -172,10 +175,15 @@ def main(argv=None):
         return 0
     except UserError as exc:
         utils.print_user_error(exc)
-        return 2
+        return 4 if isinstance(exc, student_interface.StudentCodeError) else 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr, flush=True)
         return 130
+    except Exception as exc:  # the student's code may raise anything; our own bugs keep their traceback
+        if not student_interface.raised_in_student_code(exc):
+            raise
+        utils.print_user_error(f"{student_interface.describe(exc)} (an error in the student's code)")
+        return 4
 
 
 if __name__ == "__main__":

@@ -41,12 +41,7 @@ def num_classes_for(ground_truth_file):
 
 def read_ground_truth(path, num_classes=DEFAULT_NUM_CLASSES):
     """{image name: label} from a label file like val.txt (`val/00000001.jpg 71` per line)."""
-    truth = {}
-    for name, label, number in custom_dataloader.parse_label_file(path, num_classes):
-        if name in truth:
-            raise UserError(f"{path}:{number}: image {name} is listed twice")
-        truth[name] = label
-    return truth
+    return {name: label for name, label, _ in custom_dataloader.parse_label_file(path, num_classes)}
 
 
 def parse_prediction_line(line, where, num_classes):

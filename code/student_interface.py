@@ -20,6 +20,8 @@ import sys
 import traceback
 from pathlib import Path
 
+import torch
+
 from utils import UserError
 
 MODULE_NAME = "student_code"
@@ -36,6 +38,8 @@ def load():
         return sys.modules[MODULE_NAME]
     try:
         return importlib.import_module(MODULE_NAME)
+    except SystemExit as exc:  # sys.exit() at the file's top level would end the harness silently
+        raise StudentCodeError(f"cannot import {FILE_NAME}: it called sys.exit({exc.code!r})") from None
     except Exception as exc:  # the student's file may raise anything while it is imported
         raise StudentCodeError(f"cannot import {FILE_NAME}: {describe(exc)}") from None
 
@@ -51,6 +55,17 @@ def get(name, needed_for):
 def optional(name):
     """student_code.<name>, or None when the file does not define it."""
     return getattr(load(), name, None)
+
+
+def expect_images_like(result, images, what):
+    """Refuse, in one line, a student's function that should return a batch like `images` (a perturbed
+    batch) but returned something else: None, a tuple, another shape."""
+    if isinstance(result, torch.Tensor) and result.shape == images.shape:
+        return result
+    got = f"a tensor of shape {tuple(result.shape)}" if isinstance(result, torch.Tensor) \
+        else f"a {type(result).__name__}"
+    raise StudentCodeError(f"{FILE_NAME}'s {what} returned {got}, not a batch of images shaped like its "
+                           f"input {tuple(images.shape)}")
 
 
 def _file_of(module):

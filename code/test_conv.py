@@ -3,7 +3,9 @@
     python test_conv.py          (from code/)   or   python code/test_conv.py   (from the repo root)
 
 Prints the assignment's lines and exits non-zero when a check fails (the original printed
-"All passed!" whatever happened). pytest collects the three checks too.
+"All passed!" whatever happened): 1 when a check fails (an exception inside the student's code is
+one line naming its file and line, under the check's name), 4 when student_code.py cannot be
+imported or lacks CustomConv2DFunction or CustomConv2d. pytest collects the three checks too.
 """
 import sys
 
@@ -12,9 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from student_code import CustomConv2d, CustomConv2DFunction
+import student_interface
+from utils import print_user_error
 
-custom_conv2d = CustomConv2DFunction.apply
+
+def custom_conv2d(*args):
+    """The student's CustomConv2DFunction.apply, as the assignment's test calls it."""
+    return student_interface.get("CustomConv2DFunction", "test_conv.py").apply(*args)
 
 # The assignment's case: 2 x 3 x 12 x 12 input, 64 filters of 7 x 7, stride 2, padding 3, float64.
 STRIDE, PADDING = 2, 3
@@ -56,7 +62,8 @@ def check_module(device):
     """CustomConv2d and nn.Conv2d sharing one state_dict give the same output and gradients."""
     torch.manual_seed(0)
     reference = nn.Conv2d(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
-    custom = CustomConv2d(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
+    custom_module = student_interface.get("CustomConv2d", "test_conv.py")
+    custom = custom_module(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
     custom.load_state_dict(reference.state_dict())
     input_feats, _, _ = make_inputs(device)
     ref_output, output = reference(input_feats), custom(input_feats)
@@ -76,12 +83,22 @@ CHECKS = (
 
 
 def main():
+    try:
+        student_interface.load()
+    except student_interface.StudentCodeError as exc:
+        print_user_error(exc)
+        return 4
     device = pick_device()
     print(f"Using device: {device}")
     failed = 0
     for heading, name, check in CHECKS:
         print(heading)
-        passed = check(device)
+        try:
+            passed = check(device)
+        except Exception as exc:  # the student's code may raise anything: name it and go on
+            print(f"{name} failed: {student_interface.describe(exc)}")
+            failed += 1
+            continue
         print(f"{name} {'passed' if passed else 'failed'}")
         failed += not passed
     if failed:

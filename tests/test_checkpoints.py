@@ -139,7 +139,7 @@ def test_every_kind_evaluates_to_the_same_accuracy(kind, kinds, tiny_data, expec
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["top1"] == pytest.approx(expected_top1)
-    assert "=> " in out and "simplenet after epoch" in out
+    assert "=> " in out and "simplenet trained for" in out
 
 
 def test_read_normalizes_the_2019_checkpoint(kinds):
@@ -279,3 +279,84 @@ def test_the_team_checkpoint_builds_the_teams_resnet_without_arch(shared_team):
     assert note == (f"=> {path}: its model_arch says 'simplenet', but its weights fit --arch resnet (ResNet): "
                     "building that")
     checkpoints.load_weights(model, checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where -e, -a and a resumed run write: never over files main.py did not write
+# ---------------------------------------------------------------------------------------------------
+
+
+def fingerprints(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_foreign_checkpoints_folder_is_left_as_it_was(kinds, tiny_data, tmp_path, capsys):
+    folder = tmp_path / "from_2019"
+    folder.mkdir()
+    (folder / checkpoints.CHECKPOINT_NAME).write_bytes(kinds["2019"].read_bytes())
+    before = fingerprints(folder)
+    logdir = tmp_path / "logs"
+    for extra in (["-e"], ["--epochs", "4", "-b", "10", "--seed", "0"]):  # evaluate, then resume training
+        code, out, err = run_main([tiny_data, *extra, "-j", "0", "--resume", folder / checkpoints.CHECKPOINT_NAME,
+                                   "--logdir", logdir], capsys)
+        assert code == 0, err
+    assert fingerprints(folder) == before
+    assert len(list(logdir.iterdir())) == 2  # a new run folder each time
+
+
+def test_a_read_only_run_folder_stays_untouched_even_for_root(network, tiny_data, tmp_path, capsys):
+    # os.access says every folder is writable to root: the permission bits are honoured anyway.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"epoch": 1, "arch": "simplenet", "conv_op": "Conv2d", "num_classes": NUM_CLASSES, "classes": None,
+                "state_dict": network.state_dict(), "best_acc1": 0.0, "args": {"seed": 0}},
+               run_dir / checkpoints.CHECKPOINT_NAME)
+    (run_dir / "args.json").write_text("{}")
+    run_dir.chmod(0o555)
+    try:
+        code, _, err = run_main([tiny_data, "-e", "-j", "0", "--resume", run_dir / checkpoints.CHECKPOINT_NAME,
+                                 "--logdir", tmp_path / "logs"], capsys)
+    finally:
+        run_dir.chmod(0o755)
+    assert code == 0, err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["args.json", checkpoints.CHECKPOINT_NAME]
+    (new_run,) = (tmp_path / "logs").iterdir()
+    assert (new_run / "evaluation.json").is_file()
+
+
+def test_another_scripts_arguments_are_not_taken_for_ours(network, tiny_data, tmp_path, capsys):
+    path = tmp_path / "torchvision_reference.pth"
+    torch.save({"model": network.state_dict(), "epoch": 1,
+                "args": argparse.Namespace(arch="resnet50", epochs=90, lr=0.5, batch_size=256)}, path)
+    code, out, err = run_main([tiny_data, "--resume", path, "--epochs", "2", "-b", "10", "-j", "0", "--seed", "0",
+                               "--logdir", tmp_path / "logs", "--run-name", "r"], capsys)
+    assert code == 0, err
+    assert "resnet50" not in out + err and "note:" not in out
+    assert "lacks optimizer state, GradScaler state, RNG states, arguments" in out
+    args = json.loads((tmp_path / "logs" / "r" / "args.json").read_text())
+    assert (args["arch"], args["epochs"], args["lr"], args["batch_size"]) == ("simplenet", 2, 0.1, 10)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": -5}, path),
+     "'epoch' is -5; it counts finished epochs, so it cannot be negative"),
+    (lambda path: path.mkdir(), "is a folder, not a checkpoint file"),
+])
+def test_impossible_checkpoints_are_one_line(make, message, tiny_data, tmp_path, capsys):
+    path = tmp_path / "odd.pth"
+    make(path)
+    code, _, err = run_main([tiny_data, "-e", "-j", "0", "--resume", path, "--logdir", tmp_path], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_model_best_is_written_even_when_every_epoch_scores_zero(tiny_data, tmp_path, monkeypatch, capsys):
+    real_validate = main.engine.validate
+
+    def zero(*args, **kwargs):
+        return {**real_validate(*args, **kwargs), "top1": 0.0}
+
+    monkeypatch.setattr(main.engine, "validate", zero)
+    code, _, err = run_main([tiny_data, "--epochs", "1", "-b", "10", "-j", "0", "--seed", "0", "--logdir", tmp_path,
+                             "--run-name", "zero"], capsys)
+    assert code == 0, err
+    assert checkpoints.read(tmp_path / "zero" / checkpoints.BEST_NAME).epoch == 1

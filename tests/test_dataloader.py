@@ -199,6 +199,8 @@ def test_categories_count_must_match_num_classes(root):
     ("train\\..\\..\\val.txt 0", r"train\.txt:2: image path .* leaves images/"),
     ("C:\\data\\x.jpg 0", r"train\.txt:2: image path .* is absolute"),
     ("train/a/abbey/00000009.jpg 0", r"train\.txt:2: image .*00000009\.jpg not found"),
+    ("train/a/abbey/00000002.jpg 1", r"train\.txt:2: image train/a/abbey/00000002\.jpg is listed twice "
+                                     r"\(first on line 1\)"),
 ])
 def test_bad_label_lines_name_file_and_line(tmp_path, line, message):
     root = make_root(tmp_path, train_lines=["train/a/abbey/00000002.jpg 0", line])

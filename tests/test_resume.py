@@ -106,7 +106,7 @@ def test_switching_amp_on_starts_a_fresh_grad_scaler():
     disabled = torch.amp.GradScaler("cpu", enabled=False).state_dict()
     assert disabled == {}  # what loading into an enabled scaler used to die on
     checkpoint = checkpoints.Checkpoint(Path("c.pth"), "main.py", {}, epoch=1, optimizer=run.optimizer.state_dict(),
-                                        scaler=disabled, rng=None, args={})
+                                        scaler=disabled, rng=None, args={"seed": 0})
     said = []
     main.restore_training_state(run, checkpoint, said.append)
     assert run.scaler.get_scale() == 65536.0 and run.start_epoch == 1
