@@ -131,7 +131,8 @@ def read(path, flag="--resume"):
     if not isinstance(raw, dict):
         raise CheckpointError(f"{flag}: {path} holds a {type(raw).__name__}, not a checkpoint dict")
     if _is_state_dict(raw):
-        return Checkpoint(path, "state_dict", strip_wrapper_prefixes(raw))
+        state_dict = strip_wrapper_prefixes(raw)
+        return Checkpoint(path, "state_dict", state_dict, num_classes=classifier_outputs(state_dict))
     key = next((k for k in STATE_DICT_KEYS if isinstance(raw.get(k), dict) and _is_state_dict(raw[k])), None)
     if key is None:
         raise CheckpointError(f"{flag}: {path} is not a checkpoint (no state_dict of tensors among its keys: "

@@ -341,6 +341,9 @@ def test_another_scripts_arguments_are_not_taken_for_ours(network, tiny_data, tm
     (lambda path: torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": -5}, path),
      "'epoch' is -5; it counts finished epochs, so it cannot be negative"),
     (lambda path: path.mkdir(), "is a folder, not a checkpoint file"),
+    # A bare state_dict says its classes through its classifier's rows.
+    (lambda path: torch.save(student_code.SimpleNet(num_classes=100).state_dict(), path),
+     "odd.pth was trained on 100 classes but"),
 ])
 def test_impossible_checkpoints_are_one_line(make, message, tiny_data, tmp_path, capsys):
     path = tmp_path / "odd.pth"
