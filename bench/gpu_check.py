@@ -69,6 +69,7 @@ class Profile:
     batch_size: int
     pipeline: tuple  # bench_pipeline.py flags beyond workers, device and batch size
     precision: tuple  # main.py's training and -e flags
+    tests: tuple = ()  # extra pytest arguments for the device tests
 
 
 PROFILES = {
@@ -90,6 +91,8 @@ PROFILES = {
         # bf16 autocast is emulated on CPUs without AVX-512 (several times slower than float32);
         # the device tests cover --amp on the CPU.
         precision=("--channels-last",),
+        # The assignment's gradcheck takes ~20 s on a CPU, and code/test_conv.py runs it there anyway.
+        tests=("-k", "not assignment_conv_checks"),
     ),
 }
 
@@ -340,7 +343,8 @@ def check_steps(profile):
     return [
         Step("env", "environment", [python, "-c", ENVIRONMENT_PROBE, profile.device], 60, read_environment),
         Step("tests", "device tests (pytest -m cuda)",
-             [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests", "code"], 150,
+             [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", *profile.tests, "tests", "code"],
+             150,
              read_pytest, env={"TEST_DEVICE": profile.device}),
     ]
 

@@ -304,7 +304,7 @@ def test_metrics_of_a_resumed_run_read_with_a_bom(tmp_path):
     # metrics.json edited and saved by a Windows editor ("UTF-8 with BOM") still counts.
     records = [{"epoch": 0, "val_top1": 10.0}, {"epoch": 1, "val_top1": 20.0}]
     (tmp_path / "metrics.json").write_text("\ufeff" + json.dumps(records), encoding="utf-8")
-    assert main.load_metrics(tmp_path, start_epoch=1) == records[:1]
+    assert main.load_metrics(tmp_path, epochs_done=1) == records[:1]
 
 
 def test_script_exit_code_without_traceback(tmp_path):

@@ -88,13 +88,18 @@ def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_r
     copy = tmp_path / "custom"
     shutil.copytree(run_dir, copy)
     code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
-                               "--gpu", "-1", "--lr", "0.02", "--amp", "--no-channels-last"], capsys)
+                               "--gpu", "-1", "--lr", "0.02", "--amp", "--no-channels-last", "--epochs", "2",
+                               "--no-use-custom-conv"],
+                              capsys)
     assert code == 0, err
+    assert "note: --epochs 2 replaces the run's 3 from here on" in out  # one epoch left: bf16 is slow on AVX2
     assert "note: --lr 0.02 replaces the run's 0.05 from here on" in out
     assert "note: --amp switches mixed precision on for the rest of the run, with a fresh GradScaler" in out
     assert "note: --channels-last is off from here on (the run started with it on)" in out
     args = json.loads((copy / "args.json").read_text())
-    assert (args["lr"], args["amp"], args["channels_last"], args["use_custom_conv"]) == (0.02, True, False, True)
+    assert "note: --use-custom-conv is off from here on (the run started with it on)" in out
+    assert "=> simplenet (Conv2d)" in out  # one state_dict serves both conv ops
+    assert (args["lr"], args["amp"], args["channels_last"], args["use_custom_conv"]) == (0.02, True, False, False)
 
 
 def test_switching_amp_on_starts_a_fresh_grad_scaler():

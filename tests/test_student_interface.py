@@ -7,6 +7,7 @@ scripts run as a student runs them, in their own processes: test_conv.py, a 1-ep
 Run: python -m pytest tests/test_student_interface.py -q
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -118,57 +119,6 @@ def test_predict_writes_the_submission(code_2019, trained_2019, tiny_data, tmp_p
     assert len((tmp_path / "predictions_val.txt").read_text().splitlines()) == 10
 
 
-def test_adversarial_training_uses_the_harness_batch(code_2019, tiny_data, tmp_path):
-    # The 2019 file has no adversarial_training_batch: the harness's own runs the student's PGDAttack.
-    code, out, err = run(code_2019 / "main.py", tiny_data, "--epochs", "1", "-b", "10", "-j", "0", "--adv-train",
-                         "--adv-steps", "1", "--logdir", tmp_path, "--run-name", "adv", cwd=code_2019.parent)
-    assert code == 0, err
-    assert json.loads((tmp_path / "adv" / "args.json").read_text())["adv_train"] is True
-
-
-def test_arch_the_file_does_not_define_is_one_line(code_2019, tiny_data, tmp_path):
-    code, _, err = run(code_2019 / "main.py", tiny_data, "--arch", "customnet2", "--logdir", tmp_path,
-                       cwd=code_2019.parent)
-    assert code == 2
-    assert err.strip().splitlines() == ["error: --arch customnet2: student_code.py defines no CustomNet2 "
-                                        "(the class --arch customnet2 builds)"]
-
-
-@pytest.mark.parametrize("edit, message", [
-    # The student's bug, not the harness's: the line and the exception are named.
-    (("    super(SimpleNet, self).__init__()\n", "    super(SimpleNet, self).__init__()\n    1 / 0\n"),
-     r"error: building SimpleNet: code/student_code.py:\d+ in __init__: ZeroDivisionError: division by zero"),
-    (("from utils import resize_image", "from utils import resize_images"),
-     r"error: cannot import student_code.py: code/student_code.py:\d+ in <module>: ImportError: cannot import "
-     r"name 'resize_images' from 'utils'"),
-])
-def test_errors_in_the_student_file_name_its_line(code_2019, tiny_data, tmp_path, edit, message):
-    broken = tmp_path / "code"
-    shutil.copytree(code_2019, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (broken / "student_code.py").read_text()
-    (broken / "student_code.py").write_text(source.replace(*edit))
-    code, _, err = run(broken / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--logdir", tmp_path,
-                       cwd=tmp_path)
-    assert code == 4
-    assert len(err.strip().splitlines()) == 1, err
-    assert __import__("re").match(message, err.strip()), err
-
-
-def test_a_students_bug_while_training_is_one_line(code_2019, tiny_data, tmp_path):
-    broken = tmp_path / "code"
-    shutil.copytree(code_2019, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (broken / "student_code.py").read_text()
-    # A 2019 habit on a machine without a GPU: moving tensors to CUDA inside forward.
-    source = source.replace("    x = self.avgpool(self.features(x))", "    x = self.avgpool(self.features(x.cuda()))")
-    (broken / "student_code.py").write_text(source)
-    code, _, err = run(broken / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--logdir", tmp_path,
-                       cwd=tmp_path)
-    assert code == 4
-    (line,) = err.strip().splitlines()
-    assert line.startswith("error: code/student_code.py:") and " in forward: " in line
-    assert line.endswith("(an error in the student's code)")
-
-
 def test_our_student_code_runs_beside_the_2019_helpers_alone(tmp_path):
     """Our student_code.py in a folder with nothing of ours but a 2019-style utils.py, called as the
     2019 harness calls it."""
@@ -240,39 +190,101 @@ def test_load_image_reads_every_pixel_mode_as_the_dataset_does(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# A student's function that returns the wrong thing: one line naming it
+# Mistakes in a student's file, each one line naming it. In-process (seconds each): the 2019 file is
+# imported as student_code for the test, as the harness would import it from code/.
 # ---------------------------------------------------------------------------------------------------
 
 
-def broken_copy(code_2019, tmp_path, old, new):
-    """A copy of the 2019 code/ folder whose student_code.py has `old` replaced by `new`."""
-    broken = tmp_path / "code"
-    shutil.copytree(code_2019, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (broken / "student_code.py").read_text()
-    assert old in source
-    (broken / "student_code.py").write_text(source.replace(old, new))
-    return broken
+@pytest.fixture
+def student_file(tmp_path, monkeypatch):
+    """install(old, new): the 2019 file with `old` replaced by `new` becomes student_code (not yet imported)."""
+    def install(old="", new=""):
+        source = STUDENT_2019.read_text()
+        assert old in source
+        folder = tmp_path / "student"
+        folder.mkdir(exist_ok=True)
+        (folder / "code").mkdir(exist_ok=True)
+        (folder / "code" / "student_code.py").write_text(source.replace(old, new) if old else source)
+        monkeypatch.delitem(sys.modules, "student_code", raising=False)
+        monkeypatch.syspath_prepend(str(folder / "code"))
+        return folder / "code" / "student_code.py"
+
+    yield install
+    sys.modules.pop("student_code", None)  # the next test imports ours again
+
+
+def run_in_process(arguments, capsys):
+    import main
+
+    code = main.main([str(a) for a in arguments])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_once(tiny_data, tmp_path, *extra):
+    return [tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--gpu", "-1", "--seed", "0", "--logdir", tmp_path,
+            *extra]
+
+
+def test_adversarial_training_uses_the_harness_batch(student_file, tiny_data, tmp_path, capsys):
+    # The 2019 file has no adversarial_training_batch: the harness's own runs the student's PGDAttack.
+    student_file()
+    code, _, err = run_in_process(train_once(tiny_data, tmp_path, "--adv-train", "--adv-steps", "1", "--run-name",
+                                             "adv", "-b", "10"), capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "adv" / "args.json").read_text())["adv_train"] is True
+
+
+def test_arch_the_file_does_not_define_is_one_line(student_file, tiny_data, tmp_path, capsys):
+    student_file()
+    code, _, err = run_in_process(train_once(tiny_data, tmp_path, "--arch", "customnet2"), capsys)
+    assert code == 2
+    assert err.strip().splitlines() == ["error: --arch customnet2: student_code.py defines no CustomNet2 "
+                                        "(the class --arch customnet2 builds)"]
 
 
 @pytest.mark.parametrize("old, new, message", [
+    # The student's bug, not the harness's: the line and the exception are named.
+    ("    super(SimpleNet, self).__init__()\n", "    super(SimpleNet, self).__init__()\n    1 / 0\n",
+     r"error: building SimpleNet: code/student_code.py:\d+ in __init__: ZeroDivisionError: division by zero"),
+    ("from utils import resize_image", "from utils import resize_images",
+     r"error: cannot import student_code.py: code/student_code.py:\d+ in <module>: ImportError: cannot import "
+     r"name 'resize_images' from 'utils'"),
+    ("import math\n", "import math\nimport sys\nsys.exit('no')\n",
+     r"error: cannot import student_code.py: it called sys.exit\('no'\)"),
+    # A 2019 habit on a machine without a GPU: moving tensors to CUDA inside forward.
+    ("    x = self.avgpool(self.features(x))", "    x = self.avgpool(self.features(x.cuda()))",
+     r"error: running SimpleNet on two blank images: code/student_code.py:\d+ in forward: "),
     ("    return self.fc(x.view(x.size(0), -1))", "    return self.fc(x.view(x.size(0), -1)), x",
-     "error: student_code.py's SimpleNet (--arch simplenet) returned a tuple for a batch of 2 images, not "
-     "(2, 10) logits: its forward must return one row of 10 class scores per image"),
+     r"error: student_code.py's SimpleNet \(--arch simplenet\) returned a tuple for a batch of 2 images, not "
+     r"\(2, 10\) logits: its forward must return one row of 10 class scores per image"),
     ("    self.fc = nn.Linear(32, num_classes)", "    self.fc = nn.Linear(32, 100)",
-     "error: student_code.py's SimpleNet (--arch simplenet) returned a tensor of shape (2, 100) for a batch of "
-     "2 images, not (2, 10) logits: its forward must return one row of 10 class scores per image"),
+     r"error: student_code.py's SimpleNet \(--arch simplenet\) returned a tensor of shape \(2, 100\) for a "
+     r"batch of 2 images, not \(2, 10\) logits"),
 ])
-def test_a_network_that_returns_no_logits_is_one_line(code_2019, tiny_data, tmp_path, old, new, message):
-    broken = broken_copy(code_2019, tmp_path, old, new)
-    code, _, err = run(broken / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--logdir", tmp_path,
-                       cwd=tmp_path)
-    assert code == 4 and err.strip().splitlines() == [message]
+def test_mistakes_in_the_student_file_are_one_line(student_file, tiny_data, tmp_path, capsys, old, new, message):
+    student_file(old, new)
+    code, _, err = run_in_process(train_once(tiny_data, tmp_path), capsys)
+    assert code == 4
+    assert len(err.strip().splitlines()) == 1 and re.match(message, err.strip()), err
 
 
-def test_an_attack_that_returns_nothing_is_one_line(code_2019, trained_2019, tiny_data, tmp_path):
-    broken = broken_copy(code_2019, tmp_path, "    return output\n\n\ndefault_attack", "    return None\n\n\ndefault_attack")
-    code, _, err = run(broken / "main.py", tiny_data, "-a", "-j", "0", "--resume", trained_2019 / "model_best.pth.tar",
-                       "--logdir", tmp_path, cwd=tmp_path)
+def test_a_students_bug_while_training_is_one_line(student_file, tiny_data, tmp_path, capsys):
+    # Raised in the training step, not while building: forward fails on batches of more than 2 images.
+    student_file("    x = self.avgpool(self.features(x))",
+                 "    assert x.shape[0] <= 2, 'too many images'\n    x = self.avgpool(self.features(x))")
+    code, _, err = run_in_process(train_once(tiny_data, tmp_path), capsys)
+    assert code == 4
+    (line,) = err.strip().splitlines()
+    assert re.fullmatch(r"error: code/student_code\.py:\d+ in forward: AssertionError: too many images "
+                        r"\(an error in the student's code\)", line)
+
+
+def test_an_attack_that_returns_nothing_is_one_line(student_file, tiny_data, tmp_path, capsys):
+    student_file("    return output\n\n\ndefault_attack", "    return None\n\n\ndefault_attack")
+    assert run_in_process(train_once(tiny_data, tmp_path, "--run-name", "r"), capsys)[0] == 0
+    code, _, err = run_in_process([tiny_data, "-a", "-j", "0", "--resume", tmp_path / "r" / "model_best.pth.tar"],
+                                  capsys)
     assert code == 4
     assert err.strip().splitlines() == ["error: student_code.py's PGDAttack.perturb returned a NoneType, not a batch "
                                         "of images shaped like its input (10, 3, 160, 160)"]
@@ -280,8 +292,11 @@ def test_an_attack_that_returns_nothing_is_one_line(code_2019, trained_2019, tin
 
 def test_test_conv_names_the_students_error_and_goes_on(code_2019, tmp_path):
     # The most common 2019 bug: a wrong view of the output in forward.
-    broken = broken_copy(code_2019, tmp_path, "output.view(n, out_channels, out_h, out_w)",
-                         "output.view(n, out_channels, out_h + 1, out_w)")
+    broken = tmp_path / "code"
+    shutil.copytree(code_2019, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (broken / "student_code.py").read_text()
+    (broken / "student_code.py").write_text(source.replace("output.view(n, out_channels, out_h, out_w)",
+                                                           "output.view(n, out_channels, out_h + 1, out_w)"))
     code, out, _ = run(broken / "test_conv.py", cwd=broken)
     assert code == 1
     lines = out.splitlines()
@@ -290,9 +305,10 @@ def test_test_conv_names_the_students_error_and_goes_on(code_2019, tmp_path):
     assert "nn.module wrapper testing failed: " in out and lines[-1] == "3 of 3 checks failed."
 
 
-def test_test_conv_without_the_students_class_is_one_line(code_2019, tmp_path):
-    broken = broken_copy(code_2019, tmp_path, "class CustomConv2d(Module):", "class MyConv2d(Module):")
-    code, out, _ = run(broken / "test_conv.py", cwd=broken)
-    assert code == 1
-    assert "nn.module wrapper testing failed: StudentCodeError: code/student_code.py defines no CustomConv2d " \
-           "(needed for test_conv.py)" in out
+def test_a_missing_name_is_one_line(student_file):
+    import student_interface
+
+    student_file("default_attack = PGDAttack\n", "")
+    with pytest.raises(student_interface.StudentCodeError,
+                       match=r"^code/student_code.py defines no default_attack \(needed for -a\)$"):
+        student_interface.get("default_attack", "-a")
