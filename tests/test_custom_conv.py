@@ -156,15 +156,60 @@ def test_unbatched_input():
     assert out.dim() == 3
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_last_weight", "non_contiguous"])
 def test_memory_layouts(layout):
     x, w, b, kwargs = make_case(CASES[4], size=(12, 12))
-    if layout == "channels_last":
+    if layout.startswith("channels_last"):
         x = x.contiguous(memory_format=torch.channels_last)
         assert not x.is_contiguous()
-    else:
+    if layout == "channels_last_weight":  # as model.to(memory_format=torch.channels_last) leaves it
+        w = w.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        assert not w.is_contiguous()
+    if layout == "non_contiguous":
         x = x[:, :, ::2, 1::2]  # a strided view: (2, 3, 6, 6)
     assert_matches_conv2d([x, w, b], kwargs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_channels_last_in_channels_last_out_as_conv2d(case):
+    # A channels-last input (and weight, as model.to(memory_format=torch.channels_last) leaves them):
+    # the output and the input's gradient come back channels-last as nn.Conv2d's do, except grouped
+    # layers, which stay NCHW; the values and every gradient match F.conv2d's.
+    x, w, b, kwargs = make_case(case, size=(12, 12))
+    x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    assert_matches_conv2d([x, w, b], kwargs)
+    # The gradient as the conv returns it: a leaf's .grad would be restrided to the leaf's layout.
+    x = x.detach().requires_grad_()
+    returned = []
+    mid = x * 1  # channels-last too
+    mid.register_hook(returned.append)
+    out = custom_conv2d(mid, w, b, **kwargs)
+    out.backward(torch.ones_like(out).contiguous(memory_format=torch.channels_last))
+    channels_last = kwargs["groups"] == 1
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    symmetric = case not in (CASES[11], CASES[12])  # asymmetric 'same': a cut-out view of the gradient
+    if channels_last and symmetric:
+        assert returned[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_an_empty_batch_has_empty_gradients():
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        for kernel in (1, 3):
+            x = torch.randn(0, 4, 5, 5).contiguous(memory_format=memory_format).requires_grad_()
+            w = torch.randn(3, 4, kernel, kernel, requires_grad=True)
+            custom_conv2d(x, w).sum().backward()
+            assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
+@pytest.mark.parametrize("strategy", student_code.CONV_STRATEGIES)
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[11]], ids=str)
+def test_channels_last_in_chunks(strategy, case, monkeypatch):
+    # Pointwise, SimpleNet's 7x7 and an asymmetric 'same' layer, one sample per chunk, in NHWC.
+    x, w, b, kwargs = make_case(case, batch=3)
+    x = x.contiguous(memory_format=torch.channels_last)
+    counts = force_strategy(monkeypatch, strategy, column_bytes(x, w, kwargs))
+    assert_matches_conv2d([x, w, b], kwargs)
+    assert counts == [3, 3]
 
 
 def test_float32_and_positional_call_as_in_the_assignment():
