@@ -1,12 +1,15 @@
 """Time and memory of a SimpleNet training step: nn.Conv2d against the unfold/fold CustomConv2d.
 
     python bench/bench_conv.py                                    # CPU, batch 64, 3x128x128, float32
+    python bench/bench_conv.py --no-channels-last                 # the same in NCHW
     python bench/bench_conv.py --device cuda --batch-size 256     # on a GPU
-    python bench/bench_conv.py --device cuda --amp --channels-last --json conv.json   # as main.py trains
+    python bench/bench_conv.py --device cuda --amp --json conv.json   # as main.py trains with --amp
 
 The step is main.py's (engine.train_step, with devices.amp_settings: fp16 and a GradScaler with
 --amp on CUDA, bf16 on the CPU). Each variant runs in its own subprocess, the two alternating
---repeats times, and the best median of each is kept, so background load spreads over both.
+--repeats times, and the best median of each is kept, so background load spreads over both. The
+memory format is main.py's default for the device and precision (devices.use_channels_last) unless
+--channels-last or --no-channels-last forces one.
 Peak memory: on a GPU torch.cuda.max_memory_allocated over the timed steps (model, optimizer state,
 batch and activations), read in the timing run itself since the caching allocator counts exactly;
 on the CPU the peak resident set size above the process's size before the model was built, in a
@@ -40,7 +43,7 @@ def run_variant(variant, args):
     import engine
     import loaders
     import student_code
-    from devices import amp_settings
+    from devices import amp_settings, memory_format, use_channels_last
     from utils import peak_memory_mib
 
     if args.chunk_bytes:
@@ -51,14 +54,14 @@ def run_variant(variant, args):
         torch.backends.cudnn.benchmark = True  # as main.py sets it
     rss_before = current_rss_mib()
     conv_op = nn.Conv2d if variant == "nn.Conv2d" else student_code.CustomConv2d
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = student_code.SimpleNet(conv_op=conv_op).to(device, memory_format=memory_format)
+    channels_last = use_channels_last(args.channels_last, device, args.amp)
+    model = student_code.SimpleNet(conv_op=conv_op).to(device, memory_format=memory_format(channels_last))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
     amp_dtype, scaler = amp_settings(args.amp, device)
     images = torch.randn(args.batch_size, 3, args.size, args.size)
     labels = torch.randint(0, 100, (args.batch_size,))
-    images, labels = loaders.to_device(images, labels, device, args.channels_last)
+    images, labels = loaders.to_device(images, labels, device, channels_last)
 
     def step():
         engine.train_step(model, images, labels, criterion, optimizer, scaler, amp_dtype)
@@ -80,7 +83,8 @@ def run_variant(variant, args):
     else:
         peak = peak_memory_mib(device) - rss_before
         name = f"CPU, {torch.get_num_threads()} threads"
-    return {"ms": times, "peak_mib": peak, "device_name": name, "torch": torch.__version__}
+    return {"ms": times, "peak_mib": peak, "device_name": name, "torch": torch.__version__,
+            "channels_last": channels_last}
 
 
 def run_child(variant, env, *extra):
@@ -110,6 +114,7 @@ def measure(args):
         "variants": {v: {"ms": min(times[v]), "peak_mib": min(peaks[v])} for v in VARIANTS},
         "device_name": run["device_name"],
         "torch": run["torch"],
+        "channels_last": run["channels_last"],
     }
 
 
@@ -119,7 +124,7 @@ def summarize(results, args):
     return {
         **results,
         "device": args.device, "batch_size": args.batch_size, "size": args.size, "amp": args.amp,
-        "channels_last": args.channels_last, "steps": args.steps, "repeats": args.repeats,
+        "steps": args.steps, "repeats": args.repeats,
         "memory_from_timing_run": args.device != "cpu" or args.one_run,
         "time_ratio": custom["ms"] / base["ms"],
         "memory_ratio": custom["peak_mib"] / base["peak_mib"],
@@ -146,7 +151,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--amp", action="store_true", help="mixed precision as main.py --amp")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC model and batch")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC model and batch; --no-channels-last: NCHW (default: main.py's for the device)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate the two variants this many times; the best of each is kept")
     parser.add_argument("--chunk-bytes", type=int,

@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "code"))
 
 import custom_transforms  # noqa: E402
+import devices  # noqa: E402
 import loaders  # noqa: E402
 from custom_dataloader import MiniPlacesLoader  # noqa: E402
 
@@ -97,7 +98,8 @@ def measure_loader(args, root):
         sampler = RandomSampler(dataset, num_samples=args.samples)
         loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                             pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
-        rates = loader_epochs(loader, device, args.channels_last, args.epochs)
+        channels_last = devices.use_channels_last(args.channels_last, device)
+        rates = loader_epochs(loader, device, channels_last, args.epochs)
         del loader  # stops the persistent workers before the cache folder goes
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return {
@@ -133,8 +135,9 @@ def main(argv=None):
                         help="DataLoader workers; 0: time one worker's work instead")
     loader.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     loader.add_argument("--cache", action="store_true", help="read a uint8 cache instead of the JPEGs")
-    loader.add_argument("--channels-last", action="store_true",
-                        help="batches in NHWC, as main.py --channels-last")
+    loader.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="batches in NHWC; --no-channels-last: NCHW (default: main.py's for the device in "
+                             "full precision)")
     loader.add_argument("-b", "--batch-size", type=int, default=256)
     loader.add_argument("--samples", type=int, default=20_000, help="images per epoch")
     loader.add_argument("--epochs", type=int, default=3, help="epochs; the first is not counted")

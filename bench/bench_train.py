@@ -1,7 +1,9 @@
 """Training throughput and peak memory of SimpleNet (or another --arch): engine.train_step on
-synthetic 128x128 batches, the same step main.py runs, without data loading.
+synthetic 128x128 batches, the same step main.py runs, without data loading; --inference times
+the forward pass of evaluation instead (eval mode, no gradients), as -e and predict.py run it.
 
     python bench/bench_train.py                      # CPU: fp32, channels-last, bf16 autocast
+    python bench/bench_train.py --inference --size 160 -b 100 --only channels-last   # predict.py's forward on a CPU
     python bench/bench_train.py --device cuda        # GPU: fp32, then --amp --channels-last (fp16 + GradScaler)
     python bench/bench_train.py --batch-size 256 --steps 50 --compile
     python bench/bench_train.py --device cuda --arch customnet2 --only amp+channels-last --compile
@@ -28,7 +30,7 @@ import engine  # noqa: E402
 import loaders  # noqa: E402
 import models  # noqa: E402
 import utils  # noqa: E402
-from devices import amp_settings  # noqa: E402
+from devices import amp_settings, memory_format  # noqa: E402
 
 
 # (name, amp, channels_last)
@@ -52,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend")
     parser.add_argument("--only", choices=[name for name, _, _ in CONFIGS], default=None,
                         help="time one configuration only")
+    parser.add_argument("--inference", action="store_true",
+                        help="time the evaluation forward pass (eval mode, no gradients) instead of training")
     parser.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -72,8 +76,7 @@ def time_config(args, device, amp, channels_last, compile_backend=None):
         warmup = max(warmup, 3)  # compilation (forward, then backward) happens in the first steps
     torch.manual_seed(0)
     model = models.build_model(arch, num_classes)[1]
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).train()
+    model = model.to(device, memory_format=memory_format(channels_last)).train(not args.inference)
     if compile_backend is not None:
         model = torch.compile(model, backend=compile_backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -83,9 +86,16 @@ def time_config(args, device, amp, channels_last, compile_backend=None):
     target = torch.randint(0, num_classes, (batch_size,))
     images, target = loaders.to_device(images, target, device, channels_last)
 
+    def step():
+        if not args.inference:
+            engine.train_step(model, images, target, criterion, optimizer, scaler, amp_dtype)
+            return
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            model(images)
+
     def run(n):
         for _ in range(n):
-            engine.train_step(model, images, target, criterion, optimizer, scaler, amp_dtype)
+            step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -113,7 +123,9 @@ def main(argv=None):
     configs = [c for c in CONFIGS if args.only in (None, c[0])]
     report = {"arch": args.arch, "device": args.device, "device_name": device_name(device),
               "torch": torch.__version__, "batch_size": args.batch_size, "size": args.size, "rows": []}
-    print(f"{args.arch} training steps, batch {args.batch_size}, {args.size}x{args.size}, "
+    what = "inference (eval-mode forward)" if args.inference else "training steps"
+    report["inference"] = args.inference
+    print(f"{args.arch} {what}, batch {args.batch_size}, {args.size}x{args.size}, "
           f"{report['device_name']}, torch {torch.__version__}")
     print(f"{'config':<26} {'images/s':>10} {'min..max':>17} {'peak MiB':>10}")
 

@@ -10,13 +10,18 @@ does not stop the steps after it:
 
     env             python3, torch, torchvision, CUDA and the GPU
     tests           pytest -m cuda (tests/test_cuda.py and any other cuda-marked test) on the device
-    conv, conv-amp  bench_conv.py: CustomConv2d / nn.Conv2d time and peak memory in a SimpleNet
-                    training step, fp32 and --amp --channels-last (targets 1.2x time, 1.1x memory)
+    conv, conv-nhwc, conv-amp
+                    bench_conv.py: CustomConv2d / nn.Conv2d time and peak memory in a SimpleNet
+                    training step, fp32 in NCHW and in NHWC, and --amp in NHWC (targets 1.2x time,
+                    1.1x memory)
+    formats         bench_train.py, SimpleNet: fp32 and --amp, each in NCHW and NHWC, and whether
+                    main.py's default memory format (devices.use_channels_last) is the faster one
     demo            code/demo_data.py writes a generated dataset in the official layout
     pipeline-jpeg, pipeline-cache
                     bench_pipeline.py --workers: images/s that main.py's train loader delivers to
                     the device, from the JPEGs and from the uint8 cache
-    main-train      main.py, 2 epochs with --amp --channels-last on the generated data (--amp only on CUDA)
+    main-train      main.py, 2 epochs with --amp on the generated data (--amp only on CUDA), memory
+                    format by default
     main-eval, main-attack
                     main.py -e -v and -a -v on its model_best.pth.tar, on the device
     main-cpu-eval   main.py -e on that checkpoint on the CPU (--gpu -1): the same top-1 within a margin
@@ -79,7 +84,7 @@ PROFILES = {
         conv=("--batch-size", "256", "--steps", "30", "--warmup", "5", "--repeats", "1"),
         train=("-b", "256", "--steps", "30", "--warmup", "10", "--repeats", "3"),
         compile_backend="inductor", train_per_class=500, val_per_class=50, workers=16, batch_size=256,
-        pipeline=("--samples", "20000", "--epochs", "3"), precision=("--amp", "--channels-last"),
+        pipeline=("--samples", "20000", "--epochs", "3"), precision=("--amp",),
     ),
     "cpu": Profile(
         device="cpu", gpu_flag="-1",
@@ -90,7 +95,7 @@ PROFILES = {
         pipeline=("--samples", "40", "--epochs", "2"),
         # bf16 autocast is emulated on CPUs without AVX-512 (several times slower than float32);
         # the device tests cover --amp on the CPU.
-        precision=("--channels-last",),
+        precision=(),
         # The assignment's gradcheck takes ~20 s on a CPU, and code/test_conv.py runs it there anyway.
         tests=("-k", "not assignment_conv_checks"),
     ),
@@ -200,6 +205,32 @@ def train_reader(json_path, target=None):
         if not any(row["compile"] for row in result["rows"]):
             parts.append("compiled: not measured")
         return f"batch {result['batch_size']}: " + "; ".join(parts), result
+    return read
+
+
+# main.py's default memory format (devices.use_channels_last), per device and --amp: NHWC or not.
+DEFAULT_CHANNELS_LAST = {("cpu", False): True, ("cpu", True): True, ("cuda", False): False, ("cuda", True): True}
+
+
+def formats_reader(json_path, device):
+    """Per precision: NCHW and NHWC img/s, and whether main.py's default format is the faster one."""
+    def read(output):
+        result = load_json(json_path)
+        rates = {(row["amp"], row["channels_last"]): row["images_per_s"] for row in result["rows"]}
+        parts, figures = [], {"rows": result["rows"]}
+        for amp, name in ((False, "fp32"), (True, "amp")):
+            if (amp, False) not in rates or (amp, True) not in rates:
+                continue
+            nchw, nhwc = rates[amp, False], rates[amp, True]
+            default = DEFAULT_CHANNELS_LAST[device, amp]
+            faster = nhwc >= nchw
+            figures[f"{name}_default_is_faster"] = default == faster
+            verdict_text = "the faster" if default == faster else "the slower"
+            parts.append(f"{name} NCHW {nchw:,.0f}, NHWC {nhwc:,.0f} img/s: default "
+                         f"{'NHWC' if default else 'NCHW'} is {verdict_text}")
+        if not parts:
+            raise StepFailed("no precision measured in both formats")
+        return f"batch {result['batch_size']}: " + "; ".join(parts), figures
     return read
 
 
@@ -351,7 +382,8 @@ def check_steps(profile):
 
 def conv_steps(profile, paths):
     steps = []
-    for key, flags in (("conv", ()), ("conv-amp", ("--amp", "--channels-last"))):
+    for key, flags in (("conv", ("--no-channels-last",)), ("conv-nhwc", ("--channels-last",)),
+                       ("conv-amp", ("--amp", "--channels-last"))):
         out = paths.work / f"{key}.json"
         steps.append(Step(key, f"conv bench, {' '.join(flags) or 'fp32'}",
                           [sys.executable, str(BENCH / "bench_conv.py"), "--device", profile.device,
@@ -392,7 +424,7 @@ def main_steps(profile, paths):
              [*on_device, "--resume", paths.best, "-e", "-v", *profile.precision],
              90, main_eval_reader(paths.run_dir), needs=("main-train",)),
         Step("main-attack", "main.py -a -v on model_best",
-             [*on_device, "--resume", paths.best, "-a", "-v", "--channels-last"],
+             [*on_device, "--resume", paths.best, "-a", "-v"],
              90, main_attack_reader(paths.run_dir), needs=("main-train",)),
         Step("main-cpu-eval", "main.py -e on the CPU (--gpu -1)",
              [*common, "--gpu", "-1", "--resume", paths.best, "-e", "--run-name", paths.cpu_eval_dir.name],
@@ -401,8 +433,13 @@ def main_steps(profile, paths):
 
 
 def training_steps(profile, paths):
-    """Training throughput, eager then compiled; last, since compiling takes longest."""
-    steps = []
+    """Training throughput in each memory format, then eager and compiled; last, since compiling takes
+    longest."""
+    out = paths.work / "formats.json"
+    steps = [Step("formats", "memory formats, fp32 and amp",
+                  [sys.executable, str(BENCH / "bench_train.py"), "--arch", "simplenet",
+                   "--device", profile.device, *profile.train, "--json", str(out)],
+                  150, formats_reader(out, profile.device))]
     for arch, target in (("simplenet", SIMPLENET_TARGET_IMAGES_PER_S), ("customnet2", None)):
         out = paths.work / f"train-{arch}.json"
         steps.append(Step(f"train-{arch}", f"{arch} training, amp, channels-last, eager and compiled",

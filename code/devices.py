@@ -47,6 +47,33 @@ def amp_settings(enabled, device):
     return torch.bfloat16, torch.amp.GradScaler(device.type, enabled=False)
 
 
+def use_channels_last(requested, device, amp=False):
+    """Whether the network and its batches use the channels-last (NHWC) memory format on `device`.
+
+    `requested` is the user's choice (--channels-last True, --no-channels-last False) and wins; None
+    picks the format measured faster (README, "Memory format"):
+      - the CPU: NHWC. oneDNN's convolutions and max-pooling run natively in it; on the 2-core AVX2
+        development machine SimpleNet's training step ran 1.33x and its evaluation forward pass
+        1.57x faster than in NCHW (bench/bench_train.py, with --inference), and with the
+        unfold/fold convolution the network was no slower (bench/bench_conv.py);
+      - CUDA: NHWC with --amp (cuDNN's fp16 tensor-core kernels are NHWC; PyTorch's channels-last
+        tutorial), NCHW in full precision, until bench/gpu_check.py measures otherwise on a GPU;
+      - any other device: NCHW, the format every operator supports.
+    """
+    if requested is not None:
+        return bool(requested)
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return bool(amp)
+    return False
+
+
+def memory_format(channels_last):
+    """The torch.memory_format of a use_channels_last() answer."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def broadcast_object(value, rank, world_size):
     """rank 0's `value` on every rank (run names and random seeds must agree)."""
     if world_size == 1:

@@ -6,6 +6,7 @@ and draw the augmentation (custom_transforms.get_train_transforms(defer=True)) a
 the batch where the model runs (a GPU does it almost for free). A student's file that offers the Fall
 2019 `get_train_transforms(normalize)` gets its own per-image pipeline instead.
 """
+import os
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import custom_dataloader
 import custom_transforms
+import devices
 import student_interface
 from utils import UserError
 
@@ -35,6 +37,12 @@ def count_classes(root):
     if (root / "images" / "train").is_dir():
         return len(custom_dataloader.class_names_from_folders(root / "images" / "train")) or 100
     return 100
+
+
+def worker_limit():
+    """DataLoader workers per process that this machine has cores for: its cores shared among the
+    processes of a torchrun on it (at least 1). More only take turns with the network's threads."""
+    return max(1, (os.cpu_count() or 1) // devices.local_process_count())
 
 
 def train_transforms():
@@ -104,7 +112,7 @@ def to_device(images, target, device, channels_last=False):
     `images` is an (N, 3, H, W) tensor, or the dict that a pipeline ending in DeferResample yields
     (uint8 sources and planned warps), which is resampled and normalized here, on `device`.
     """
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = devices.memory_format(channels_last)
     if isinstance(images, dict):
         images = custom_transforms.resample_batch(images, device, memory_format)
     else:

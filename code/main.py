@@ -53,40 +53,33 @@ ADV_TRAIN_EPSILON = 0.1
 REFERENCE_BATCH = 256
 
 # --demo: a short run on the 10-class demo dataset, sized for a 2-core CPU (see the README).
-# Flags given on the command line still win. channels-last: SimpleNet's training steps ran 1.4-2x
-# faster in NHWC on the 2-core AVX2 CPU (bench/bench_train.py).
+# Flags given on the command line still win. Batch 16: on that CPU it trains as many images a second
+# as batch 32 with twice the updates; 2 epochs of it reached 54.7% val top-1 (seed 0) where 2 epochs
+# at batch 32 reached 44% and 3 took 1.5 times as long for 51.3%.
 DEMO_DEFAULTS = {
-    "epochs": 3,
+    "epochs": 2,
     "warmup_epochs": 0.25,
-    "batch_size": 32,
+    "batch_size": 16,
     "lr": 0.05,
     "workers": 2,
     "print_freq": 20,
     "seed": 0,
-    "channels_last": True,
 }
-DEMO_ATTACK_IMAGES = 50
+DEMO_ATTACK_IMAGES = 20
 
 # What a resumed run keeps from the run it continues unless the flag is given again: dest -> flag.
 # The switches among them have a --no-... form (BooleanOptionalAction), to turn one off on resume.
+# The memory format is not among them: it changes speed, not what is learned, so a resumed run takes
+# the one its machine runs fastest (devices.use_channels_last) unless --[no-]channels-last is given.
 RUN_SETTINGS = {
     "data_folder": "data_folder", "arch": "--arch", "use_custom_conv": "--use-custom-conv", "init": "--init",
-    "amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "cache": "--cache",
+    "amp": "--amp", "compile": "--compile", "cache": "--cache",
     "batch_size": "-b/--batch-size", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd",
     "epochs": "--epochs", "warmup_epochs": "--warmup-epochs", "seed": "--seed", "adv_train": "--adv-train",
     "adv_mode": "--adv-mode", "adv_steps": "--adv-steps",
 }
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_STUDENT_CODE, EXIT_INTERRUPTED = 2, 3, 4, 130
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows '(default: X)' except where X is None or a switch's False (their help says it)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool):
-            return action.help
-        return super()._get_help_string(action)
 
 
 class EveryRankError(UserError):
@@ -101,7 +94,7 @@ class TrainingDiverged(EveryRankError):
 def get_args_parser():
     parser = utils.ArgumentParser(
         description="Train, evaluate (-e) or attack (-a) a network on MiniPlaces; log to TensorBoard.",
-        formatter_class=_HelpFormatter,
+        formatter_class=utils.HelpFormatter,
     )
     parser.add_argument("data_folder", nargs="?", default=None,
                         help=f"MiniPlaces folder (train.txt, val.txt, images/); default {utils.DEFAULT_DATA_DIR}")
@@ -144,7 +137,9 @@ def get_args_parser():
                         help="run folder name (default <arch>_<conv>_<timestamp>; with --resume, its folder)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="mixed precision: fp16 + GradScaler on CUDA, bf16 on the CPU")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC memory format; --no-channels-last forces NCHW (default: NHWC on the CPU, "
+                             "and on CUDA with --amp; else NCHW)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the training model")
     parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                         help="decode each split once into a memory-mapped uint8 file under data/cache/, "
@@ -240,12 +235,17 @@ def check_context(args, ctx, train_size=None):
                         f"(e.g. {low} or {low + ctx.world_size})")
     if train_size is not None and args.batch_size > train_size:
         raise EveryRankError(f"-b/--batch-size {args.batch_size} exceeds the {train_size} training images")
-    cores = max(1, (os.cpu_count() or 1) // devices.local_process_count())
+    cores = loaders.worker_limit()
     if args.workers > cores:
         if ctx.is_main:
             print(f"note: -j/--workers {args.workers} is more than the {cores} CPU core(s) this process has; "
                   f"using {cores}", flush=True)
         args.workers = cores
+
+
+def memory_format_name(args):
+    """The memory format in use: NHWC (channels-last) or NCHW."""
+    return "NHWC" if args.channels_last else "NCHW"
 
 
 def plain_args(args):
@@ -282,6 +282,24 @@ def adopt_run_settings(args, given, checkpoint, say):
                 raise UserError(f"--resume: {checkpoint.path} already finished epoch {checkpoint.epoch} of "
                                 f"--epochs {args.epochs}")
             say(_changed_setting_note(dest, flag, stored[dest], getattr(args, dest)))
+
+
+def choose_memory_format(args, given, ctx, model, checkpoint=None, say=print):
+    """Set args.channels_last: the flag when given, else the faster format on this device
+    (devices.use_channels_last), unless `model` cannot run in NHWC (a student's code written for NCHW):
+    then NCHW, with a note. A resumed run that trained in the other format is told so."""
+    requested = args.channels_last
+    args.channels_last = devices.use_channels_last(requested, ctx.device, args.amp)
+    failure = models.channels_last_failure(model) if requested is None and args.channels_last else None
+    if failure:
+        args.channels_last = False
+        say(f"note: {failure}; running in NCHW (--no-channels-last skips this check)")
+    stored = checkpoint.args if checkpoint is not None and checkpoint.kind == "main.py" else None
+    before = stored.get("channels_last") if stored else None
+    if "channels_last" not in given and before is not None and before != args.channels_last:
+        was, flag = ("NHWC", "--channels-last") if before else ("NCHW", "--no-channels-last")
+        say(f"note: the run trained in {was}; it continues in {memory_format_name(args)}, the default on "
+            f"{ctx.device.type} ({flag} keeps the run's)")
 
 
 def _changed_setting_note(dest, flag, old, new):
@@ -383,6 +401,7 @@ def prepare_training(args, given, ctx):
     check_context(args, ctx)
     num_classes = loaders.count_classes(loaders.check_data_folder(args.data_folder))
     model = build_training_model(args, num_classes, checkpoint, say)
+    choose_memory_format(args, given, ctx, model, checkpoint, say)
     train_set, val_set = loaders.build_datasets(args.data_folder, args.cache)
     check_context(args, ctx, train_size=len(train_set) // ctx.world_size * ctx.world_size)
     per_rank_batch = args.batch_size // ctx.world_size
@@ -390,8 +409,7 @@ def prepare_training(args, given, ctx):
                                         ctx.world_size, args.seed)
     val_loader = loaders.eval_loader(val_set, args.workers, ctx.device, ctx.rank, ctx.world_size)
 
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(ctx.device, memory_format=memory_format)
+    model = model.to(ctx.device, memory_format=devices.memory_format(args.channels_last))
     amp_dtype, scaler = devices.amp_settings(args.amp, ctx.device)
     run = Training(
         args, ctx, model, model,
@@ -411,7 +429,8 @@ def prepare_training(args, given, ctx):
     if ctx.is_main:
         utils.write_json(plain_args(args), run.run_dir / "args.json")
         run.log.text("args", "\n".join(f"    {k} = {v!r}" for k, v in sorted(plain_args(args).items())))
-    run.log.print(f"=> {args.arch} ({CONV_OPS[args.use_custom_conv]}) on {ctx.device}, {ctx.world_size} process(es), "
+    run.log.print(f"=> {args.arch} ({CONV_OPS[args.use_custom_conv]}) on {ctx.device} "
+                  f"({memory_format_name(args)}), {ctx.world_size} process(es), "
                   f"{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, "
                   f"epochs {run.start_epoch}..{args.epochs - 1}, run folder {run.run_dir}")
     for dataset in (train_set, val_set):
@@ -633,8 +652,8 @@ def load_for_eval(args, ctx, val_images=None):
     args.arch, model, note = models.model_for_checkpoint(checkpoint, args.arch, num_classes, args.use_custom_conv)
     checkpoints.load_weights(model, checkpoint)
     models.check_logits(model, num_classes, args.arch)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(ctx.device, memory_format=memory_format).eval()
+    choose_memory_format(args, set(), ctx, model, say=print if ctx.is_main else (lambda *a, **k: None))
+    model = model.to(ctx.device, memory_format=devices.memory_format(args.channels_last)).eval()
     if val_images is not None and val_images < len(val_set):
         classes = val_set.classes
         val_set = torch.utils.data.Subset(val_set, range(val_images))
@@ -644,7 +663,8 @@ def load_for_eval(args, ctx, val_images=None):
     if note:
         log.print(note)
     log.print(f"=> {args.resume}: {args.arch} trained for {checkpoint.epoch} epochs (a {checkpoint.kind} "
-              f"checkpoint), evaluated with {CONV_OPS[args.use_custom_conv]} on {ctx.device}")
+              f"checkpoint), evaluated with {CONV_OPS[args.use_custom_conv]} on {ctx.device} "
+              f"({memory_format_name(args)})")
     size_note = val_set.dataset.other_sizes_note() if isinstance(val_set, torch.utils.data.Subset) \
         else val_set.other_sizes_note()
     if size_note:

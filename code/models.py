@@ -9,6 +9,7 @@ Construction follows the 2019 calls: `Network(num_classes=...)`, plus `conv_op=C
 with --use-custom-conv. `init='pytorch'` re-initialises every layer with PyTorch's defaults (how the
 team trained); `init='model'` keeps what the constructor did (our student_code.py: Kaiming init).
 """
+import copy
 import inspect
 import io
 import os
@@ -138,6 +139,21 @@ def check_logits(model, num_classes, arch, size=128):
             f"{student_interface.FILE_NAME}'s {type(model).__name__} (--arch {arch}) returned {got} for a batch of "
             f"2 images, not (2, {num_classes}) logits: its forward must return one row of {num_classes} class "
             "scores per image")
+
+
+def channels_last_failure(model, size=128):
+    """None when a copy of `model` runs a training step's forward and backward in channels-last (NHWC)
+    on two blank (3, size, size) images, the input's gradient included (as PGD needs it); else one
+    line saying why not. A network written for NCHW, e.g. a 2019 student's convolution calling
+    weight.view(...) or a forward flattening a feature map with .view(...), fails in NHWC."""
+    probe = copy.deepcopy(model).to(memory_format=torch.channels_last).train()
+    images = torch.zeros(2, 3, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    try:
+        output = probe(images)
+        output.float().sum().backward()
+    except Exception as exc:  # the student's code may raise anything
+        return f"{type(model).__name__} fails in NHWC ({student_interface.describe(exc)})"
+    return None
 
 
 def candidate_archs():

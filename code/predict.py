@@ -40,7 +40,7 @@ VAL_PREDICTIONS = "predictions_val.txt"
 
 def get_args_parser():
     parser = utils.ArgumentParser(description="Write results/: the challenge model and the test and val predictions.",
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     formatter_class=utils.HelpFormatter)
     parser.add_argument("data_folder", nargs="?", default=str(utils.DEFAULT_DATA_DIR),
                         help="MiniPlaces folder (val.txt, images/val, images/test)")
     parser.add_argument("--resume", required=True, metavar="PATH",
@@ -51,6 +51,9 @@ def get_args_parser():
     parser.add_argument("-b", "--batch-size", default=100, type=int, help="images per forward pass")
     parser.add_argument("-j", "--workers", default=4, type=int, help="data loading worker processes")
     parser.add_argument("--no-flip", action="store_true", help="do not average over the horizontal flip")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC memory format; --no-channels-last forces NCHW (default: NHWC on the CPU, "
+                             "NCHW on CUDA)")
     return parser
 
 
@@ -78,11 +81,12 @@ def load_split(root, split, num_classes):
 
 
 @torch.no_grad()
-def predict_top5(model, loader, device, flip_average=True):
-    """(N, 5) int64 tensor: the 5 most confident labels of each image, in the loader's order."""
+def predict_top5(model, loader, device, flip_average=True, channels_last=False):
+    """(N, 5) int64 tensor: the 5 most confident labels of each image, in the loader's order; the
+    batches in the channels-last memory format when `channels_last` (the model should be too)."""
     guesses = []
     for images, _ in loader:
-        images = images.to(device, non_blocking=True)
+        images, _ = loaders.to_device(images, None, device, channels_last)  # (B, 3, H, W)
         logits = model(images)  # (B, C)
         if flip_average:
             logits = 0.5 * (logits + model(torch.flip(images, dims=(3,))))
@@ -96,20 +100,22 @@ def format_predictions(names, top5):
     return "".join(f"{name} {' '.join(map(str, labels))}\n" for name, labels in rows)
 
 
-def predict_split(model, dataset, device, batch_size, workers, flip_average):
+def predict_split(model, dataset, device, batch_size, workers, flip_average, channels_last=False):
     """({image name: [5 labels]}, devkit file text) for every image of `dataset` (names from .samples).
 
     Batches hold images of one size, so the predictions come in the sampler's order, not the dataset's.
     """
     loader = loaders.eval_loader(dataset, workers, device, batch_size=batch_size)
-    top5 = predict_top5(model, loader, device, flip_average)
+    top5 = predict_top5(model, loader, device, flip_average, channels_last)
     names = [dataset.samples[index][0] for index in loader.batch_sampler.order]
     return dict(zip(names, top5.tolist())), format_predictions(names, top5)
 
 
 def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=100, workers=4,
-                    flip_average=True, log=print):
-    """Write the challenge model and both prediction files into out_dir; returns the val errors."""
+                    flip_average=True, channels_last=None, log=print):
+    """Write the challenge model and both prediction files into out_dir; returns the val errors.
+
+    `channels_last` None picks the memory format for the device (devices.use_channels_last)."""
     checkpoint = checkpoints.read(checkpoint_path, "--resume")
     checkpoints.check_finite(checkpoint, "--resume")
     out_dir = Path(out_dir)
@@ -128,12 +134,21 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     models.check_logits(model, num_classes, arch)
     model_bytes = serialize(checkpoints.model_only(checkpoint, arch))
     models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
-    model = model.to(device).eval()
+    requested, channels_last = channels_last, devices.use_channels_last(channels_last, device)
+    failure = models.channels_last_failure(model) if requested is None and channels_last else None
+    if failure:
+        log(f"note: {failure}; running in NCHW (--no-channels-last skips this check)")
+        channels_last = False
+    model = model.to(device, memory_format=devices.memory_format(channels_last)).eval()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out: cannot create {out_dir} ({exc.strerror})") from None
     test_set, val_set = load_split(root, "test", num_classes), load_split(root, "val", num_classes)
+    if workers > loaders.worker_limit():
+        log(f"note: -j/--workers {workers} is more than the {loaders.worker_limit()} CPU core(s) here; "
+            f"using {loaders.worker_limit()}")
+        workers = loaders.worker_limit()
 
     def predict(dataset):
         start = time.perf_counter()
@@ -141,7 +156,7 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
         size_note = dataset.other_sizes_note()
         if size_note:
             log(f"note: {size_note} (predicted in batches of one size)")
-        result = predict_split(model, dataset, device, batch_size, workers, flip_average)
+        result = predict_split(model, dataset, device, batch_size, workers, flip_average, channels_last)
         log(f"   {len(dataset)} images in {time.perf_counter() - start:.1f} s")
         return result
 
@@ -171,7 +186,8 @@ def main(argv=None):
             raise UserError(f"-j/--workers must not be negative, got {args.workers}")
         make_submission(args.data_folder, args.resume, args.out,
                         devices.resolve_device(args.gpu, local_rank=0, distributed=False),
-                        batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip)
+                        batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip,
+                        channels_last=args.channels_last)
         return 0
     except UserError as exc:
         utils.print_user_error(exc)

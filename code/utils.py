@@ -43,6 +43,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' except where X is None or a switch's False (their help says it)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def print_user_error(exc):
     """The one line every script prints for a UserError, on stderr."""
     print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -265,8 +274,20 @@ def peak_memory_mib(device):
     return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 2**10
 
 
-def save_png(image, path):
-    """Save a (3, H, W) float image in [0, 1] as a PNG file, atomically."""
-    from torchvision.utils import save_image  # torchvision is only needed here
+PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
-    atomic_write(path, lambda f: save_image(image.detach().float().cpu(), f, format="png"))
+
+def encode_png(image, compress_level=1):
+    """PNG bytes of a (C, H, W) float image in [0, 1], C = 1 (grey), 3 (RGB) or 4 (RGBA), rounded to
+    8 bits as torchvision's save_image does. zlib level 1 by default: a 10x10 grid of 160-pixel images
+    took 0.5 s against 1.8 s at Pillow's default 6, for a 9% larger file (2-core CPU).
+    Raises ValueError for any other shape."""
+    if image.dim() != 3 or image.shape[0] not in PNG_MODES:
+        raise ValueError(f"an image grid must be (C, H, W) with C in 1, 3, 4, got {tuple(image.shape)}")
+    pixels = image.detach().float().cpu().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    array = pixels.permute(1, 2, 0).numpy()  # (H, W, C)
+    mode = PNG_MODES[image.shape[0]]
+    buffer = io.BytesIO()
+    Image.fromarray(array[:, :, 0] if mode == "L" else array, mode).save(buffer, format="png",
+                                                                          compress_level=compress_level)
+    return buffer.getvalue()

@@ -37,8 +37,31 @@ def test_every_step_runs_and_passes_on_the_cpu(tmp_path):
     # Figures come from what the steps wrote.
     by_key = {step["key"]: step for step in results["steps"]}
     assert by_key["conv"]["figures"]["variants"].keys() == {"nn.Conv2d", "CustomConv2d"}
+    assert (by_key["conv"]["figures"]["channels_last"], by_key["conv-nhwc"]["figures"]["channels_last"]) == \
+        (False, True)
+    assert {"fp32_default_is_faster", "amp_default_is_faster"} <= by_key["formats"]["figures"].keys()
     assert by_key["main-cpu-eval"]["figures"]["count"] == 10
     assert list(out.glob("Image_Atten_*.png")) and list(out.glob("Adv_Image_*.png"))
+
+
+def test_the_formats_step_says_whether_the_default_memory_format_is_the_faster(tmp_path):
+    rows = [{"amp": amp, "channels_last": nhwc, "images_per_s": rate}
+            for amp, nhwc, rate in ((False, False, 900.0), (False, True, 800.0), (True, False, 1500.0),
+                                    (True, True, 2500.0))]
+    (tmp_path / "formats.json").write_text(json.dumps({"batch_size": 256, "rows": rows}))
+    summary, figures = gpu_check.formats_reader(tmp_path / "formats.json", "cuda")("")
+    assert summary == ("batch 256: fp32 NCHW 900, NHWC 800 img/s: default NCHW is the faster; "
+                       "amp NCHW 1,500, NHWC 2,500 img/s: default NHWC is the faster")
+    assert (figures["fp32_default_is_faster"], figures["amp_default_is_faster"]) == (True, True)
+    summary, figures = gpu_check.formats_reader(tmp_path / "formats.json", "cpu")("")
+    assert "fp32 NCHW 900, NHWC 800 img/s: default NHWC is the slower" in summary
+    assert figures["fp32_default_is_faster"] is False
+    # gpu_check imports none of the project; its copy of the defaults must be main.py's.
+    import torch
+
+    import devices
+    for (device, amp), channels_last in gpu_check.DEFAULT_CHANNELS_LAST.items():
+        assert devices.use_channels_last(None, torch.device(device), amp) is channels_last
 
 
 def python_step(key, code, timeout=30, needs=()):

@@ -7,6 +7,7 @@ the checkpoint, TensorBoard, resume, -e and -a tests. Only the exit-code and tor
 processes.
 Run: python -m pytest tests/test_main.py -q --durations=10
 """
+import io
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import checkpoints
@@ -201,7 +203,54 @@ def test_evaluate_with_saliency_maps(trained_run, tiny_data, tmp_path, capsys):
             total += len(labels)
     assert result["top1"] == pytest.approx(100.0 * correct / total)
     assert image_tags(logdir / "eval") == {"Image/Image_Atten"}
-    assert (logdir / "eval" / "Image_Atten_0000.png").is_file()
+    # One PNG serves TensorBoard and the file; it decodes to the grid that the student's code drew.
+    png = (logdir / "eval" / "Image_Atten_0000.png").read_bytes()
+    accumulator = EventAccumulator(str(logdir / "eval"), size_guidance={"images": 0})
+    accumulator.Reload()
+    (event,) = accumulator.Images("Image/Image_Atten")
+    assert event.encoded_image_string == png and event.step == 0
+    images, _ = next(iter(val_batches(tiny_data)))
+    saliency = student_code.default_attention(nn.CrossEntropyLoss()).explain(model, images)
+    grid = student_code.default_visfunction(images, vis_output=saliency)  # (3, H', W') in [0, 1]
+    decoded = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert decoded.shape == (grid.shape[1], grid.shape[2], 3) and (event.height, event.width) == grid.shape[1:]
+    expected = (grid * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    # main.py ran the model channels-last: a saliency value on the threshold may round the other way.
+    assert (np.abs(decoded.astype(int) - expected) > 1).mean() < 1e-3
+
+
+@pytest.mark.parametrize("requested, device, amp, expected", [
+    (None, "cpu", False, True), (None, "cpu", True, True), (False, "cpu", False, False),
+    (None, "cuda", False, False), (None, "cuda", True, True), (True, "cuda", False, True),
+    (False, "cuda", True, False), (None, "meta", False, False),
+])
+def test_memory_format_is_chosen_per_device_unless_forced(requested, device, amp, expected):
+    assert devices.use_channels_last(requested, torch.device(device), amp) is expected
+
+
+def test_evaluation_is_the_same_in_either_memory_format(trained_run, tiny_data, tmp_path, capsys):
+    # Training on the CPU chose channels-last by itself; -e may be forced to either format.
+    assert json.loads((trained_run / "args.json").read_text())["channels_last"] is True
+    results = {}
+    for flag, name in (("--channels-last", "NHWC"), ("--no-channels-last", "NCHW")):
+        argv = [tiny_data, "-e", "--resume", trained_run / checkpoints.CHECKPOINT_NAME, "-j", "0",
+                "--logdir", tmp_path, "--run-name", name, flag]
+        code, out, _ = run_main(argv, capsys)
+        assert code == 0 and f"on cpu ({name})" in out
+        results[name] = json.loads((tmp_path / name / "evaluation.json").read_text())
+    nhwc, nchw = results["NHWC"], results["NCHW"]
+    assert (nhwc["top1"], nhwc["top5"]) == (nchw["top1"], nchw["top5"])
+    assert nhwc["loss"] == pytest.approx(nchw["loss"], rel=1e-5)
+
+
+def test_png_grids_of_one_three_and_four_channels_decode_to_their_pixels():
+    grids = {1: torch.rand(1, 5, 7), 3: torch.rand(3, 5, 7), 4: torch.rand(4, 5, 7)}
+    for channels, grid in grids.items():
+        decoded = np.asarray(Image.open(io.BytesIO(utils.encode_png(grid))))
+        expected = (grid * 255 + 0.5).floor().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert np.array_equal(decoded.reshape(expected.shape), expected), channels
+    with pytest.raises(ValueError, match=r"must be \(C, H, W\) with C in 1, 3, 4, got \(2, 5, 7\)"):
+        utils.encode_png(torch.rand(2, 5, 7))
 
 
 def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):

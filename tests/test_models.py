@@ -218,3 +218,21 @@ def test_resnet18_unreadable_cached_weights_is_a_user_error(hub_dir):
     (hub_dir / "checkpoints" / RESNET18_WEIGHTS_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read the ImageNet weights .*resnet18-f37072fd.pth"):
         models.resnet18()
+
+
+def test_a_network_written_for_nchw_is_caught_before_it_runs_in_nhwc():
+    class FlattensWithView(nn.Module):  # as many 2019 networks end: fine in NCHW, an error in NHWC
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=4)
+            self.fc = nn.Linear(4 * 32 * 32, 10)
+
+        def forward(self, x):
+            x = self.conv(x)
+            return self.fc(x.view(x.shape[0], -1))
+
+    failure = models.channels_last_failure(FlattensWithView())
+    assert failure.startswith("FlattensWithView fails in NHWC (") and "view size is not compatible" in failure
+    model = student_code.SimpleNet(conv_op=student_code.CustomConv2d)
+    assert models.channels_last_failure(model) is None
+    assert all(p.is_contiguous() for p in model.parameters())  # the probe ran on a copy

@@ -63,7 +63,7 @@ def custom_conv_run(tiny_data, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("logs")
     with pytest.MonkeyPatch.context() as monkeypatch:
         interrupted_after(1, monkeypatch)
-        assert main.main(argv(tiny_data, logdir, "custom", "--use-custom-conv", "--channels-last")) == 130
+        assert main.main(argv(tiny_data, logdir, "custom", "--use-custom-conv", "--no-channels-last")) == 130
     return logdir, logdir / "custom"
 
 
@@ -71,16 +71,19 @@ def test_resume_keeps_the_runs_settings(custom_conv_run, tiny_data, tmp_path, ca
     logdir, run_dir = custom_conv_run
     copy = tmp_path / "custom"
     shutil.copytree(run_dir, copy)
-    # Nothing but the data and the checkpoint: the conv op, memory format, lr and epochs come from the run.
+    # Nothing but the data and the checkpoint: the conv op, lr and epochs come from the run; the memory
+    # format is the CPU's faster one (the run was forced to NCHW), and that is said.
     code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
                                "--gpu", "-1"], capsys)
     assert code == 0, err
-    assert "=> simplenet (CustomConv2d)" in out and "epochs 1..2" in out
+    assert "=> simplenet (CustomConv2d) on cpu (NHWC)" in out and "epochs 1..2" in out
     args = json.loads((copy / "args.json").read_text())
     assert (args["use_custom_conv"], args["channels_last"], args["lr"], args["epochs"], args["batch_size"]) == \
         (True, True, 0.05, 3, 4)
     assert checkpoints.read(copy / checkpoints.CHECKPOINT_NAME).conv_op == "CustomConv2d"
-    assert "note:" not in out  # nothing changed, nothing to say
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the run trained in NCHW; it continues in NHWC, the default on cpu "
+                     "(--no-channels-last keeps the run's)"]
 
 
 def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_run, tiny_data, tmp_path, capsys):
@@ -88,18 +91,18 @@ def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_r
     copy = tmp_path / "custom"
     shutil.copytree(run_dir, copy)
     code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
-                               "--gpu", "-1", "--lr", "0.02", "--amp", "--no-channels-last", "--epochs", "2",
+                               "--gpu", "-1", "--lr", "0.02", "--amp", "--channels-last", "--epochs", "2",
                                "--no-use-custom-conv"],
                               capsys)
     assert code == 0, err
     assert "note: --epochs 2 replaces the run's 3 from here on" in out  # one epoch left: bf16 is slow on AVX2
     assert "note: --lr 0.02 replaces the run's 0.05 from here on" in out
     assert "note: --amp switches mixed precision on for the rest of the run, with a fresh GradScaler" in out
-    assert "note: --channels-last is off from here on (the run started with it on)" in out
+    assert "it continues in" not in out  # asked for, so nothing to say
     args = json.loads((copy / "args.json").read_text())
     assert "note: --use-custom-conv is off from here on (the run started with it on)" in out
     assert "=> simplenet (Conv2d)" in out  # one state_dict serves both conv ops
-    assert (args["lr"], args["amp"], args["channels_last"], args["use_custom_conv"]) == (0.02, True, False, False)
+    assert (args["lr"], args["amp"], args["channels_last"], args["use_custom_conv"]) == (0.02, True, True, False)
 
 
 def test_switching_amp_on_starts_a_fresh_grad_scaler():

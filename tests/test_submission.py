@@ -95,6 +95,16 @@ def test_val_predictions_agree_with_flip_averaged_validation(submission, tiny_ru
     assert errors == sorted(errors, reverse=True)
 
 
+def test_predictions_score_the_same_in_either_memory_format(submission, tiny_runs, tiny_data, tmp_path):
+    # Rounding differs between the layouts, so near-ties may swap places: the errors must agree.
+    _, errors = submission  # the CPU's default: NHWC
+    nchw_errors = predict.make_submission(tiny_data, tiny_runs / "conv" / checkpoints.BEST_NAME, tmp_path,
+                                          torch.device("cpu"), batch_size=4, workers=0, channels_last=False,
+                                          log=lambda *a: None)
+    assert nchw_errors == pytest.approx(errors)
+    assert len(prediction_lines(tmp_path / predict.TEST_PREDICTIONS)) == TEST_COUNT
+
+
 def test_challenge_model_drops_the_training_state(submission, tiny_runs):
     out, _ = submission
     original = torch.load(tiny_runs / "conv" / checkpoints.BEST_NAME, weights_only=True)
