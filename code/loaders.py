@@ -39,10 +39,15 @@ def count_classes(root):
     return 100
 
 
-def worker_limit():
-    """DataLoader workers per process that this machine has cores for: its cores shared among the
-    processes of a torchrun on it (at least 1). More only take turns with the network's threads."""
-    return max(1, (os.cpu_count() or 1) // devices.local_process_count())
+def cap_workers(workers, say=print):
+    """`workers`, cut down (said in one line) to the DataLoader workers per process that this machine
+    has cores for: its cores shared among the processes of a torchrun on it, at least 1. More only
+    take turns with the network's threads."""
+    cores = max(1, (os.cpu_count() or 1) // devices.local_process_count())
+    if workers <= cores:
+        return workers
+    say(f"note: -j/--workers {workers} is more than the {cores} CPU core(s) this process has; using {cores}")
+    return cores
 
 
 def train_transforms():

@@ -235,12 +235,8 @@ def check_context(args, ctx, train_size=None):
                         f"(e.g. {low} or {low + ctx.world_size})")
     if train_size is not None and args.batch_size > train_size:
         raise EveryRankError(f"-b/--batch-size {args.batch_size} exceeds the {train_size} training images")
-    cores = loaders.worker_limit()
-    if args.workers > cores:
-        if ctx.is_main:
-            print(f"note: -j/--workers {args.workers} is more than the {cores} CPU core(s) this process has; "
-                  f"using {cores}", flush=True)
-        args.workers = cores
+    say = functools.partial(print, flush=True) if ctx.is_main else (lambda *a, **k: None)
+    args.workers = loaders.cap_workers(args.workers, say)
 
 
 def memory_format_name(args):
@@ -287,13 +283,9 @@ def adopt_run_settings(args, given, checkpoint, say):
 def choose_memory_format(args, given, ctx, model, checkpoint=None, say=print):
     """Set args.channels_last: the flag when given, else the faster format on this device
     (devices.use_channels_last), unless `model` cannot run in NHWC (a student's code written for NCHW):
-    then NCHW, with a note. A resumed run that trained in the other format is told so."""
-    requested = args.channels_last
-    args.channels_last = devices.use_channels_last(requested, ctx.device, args.amp)
-    failure = models.channels_last_failure(model) if requested is None and args.channels_last else None
-    if failure:
-        args.channels_last = False
-        say(f"note: {failure}; running in NCHW (--no-channels-last skips this check)")
+    then NCHW, with a note (models.choose_channels_last). A resumed run that trained in the other format
+    is told so."""
+    args.channels_last = models.choose_channels_last(args.channels_last, ctx.device, model, args.amp, say)
     stored = checkpoint.args if checkpoint is not None and checkpoint.kind == "main.py" else None
     before = stored.get("channels_last") if stored else None
     if "channels_last" not in given and before is not None and before != args.channels_last:

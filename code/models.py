@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
+import devices
 import student_interface
 from utils import UserError
 
@@ -154,6 +155,17 @@ def channels_last_failure(model, size=128):
     except Exception as exc:  # the student's code may raise anything
         return f"{type(model).__name__} fails in NHWC ({student_interface.describe(exc)})"
     return None
+
+
+def choose_channels_last(requested, device, model, amp=False, say=print):
+    """devices.use_channels_last(requested, device, amp), except that a default NHWC gives way to NCHW,
+    said in one line, for a `model` that fails in NHWC (channels_last_failure); a forced one stays."""
+    channels_last = devices.use_channels_last(requested, device, amp)
+    failure = channels_last_failure(model) if requested is None and channels_last else None
+    if failure:
+        say(f"note: {failure}; running in NCHW (--no-channels-last skips this check)")
+        return False
+    return channels_last
 
 
 def candidate_archs():

@@ -115,7 +115,8 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
                     flip_average=True, channels_last=None, log=print):
     """Write the challenge model and both prediction files into out_dir; returns the val errors.
 
-    `channels_last` None picks the memory format for the device (devices.use_channels_last)."""
+    `channels_last` None picks the memory format for the device, NCHW for a network that fails in NHWC
+    (models.choose_channels_last)."""
     checkpoint = checkpoints.read(checkpoint_path, "--resume")
     checkpoints.check_finite(checkpoint, "--resume")
     out_dir = Path(out_dir)
@@ -134,21 +135,14 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     models.check_logits(model, num_classes, arch)
     model_bytes = serialize(checkpoints.model_only(checkpoint, arch))
     models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
-    requested, channels_last = channels_last, devices.use_channels_last(channels_last, device)
-    failure = models.channels_last_failure(model) if requested is None and channels_last else None
-    if failure:
-        log(f"note: {failure}; running in NCHW (--no-channels-last skips this check)")
-        channels_last = False
+    channels_last = models.choose_channels_last(channels_last, device, model, say=log)
     model = model.to(device, memory_format=devices.memory_format(channels_last)).eval()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out: cannot create {out_dir} ({exc.strerror})") from None
     test_set, val_set = load_split(root, "test", num_classes), load_split(root, "val", num_classes)
-    if workers > loaders.worker_limit():
-        log(f"note: -j/--workers {workers} is more than the {loaders.worker_limit()} CPU core(s) here; "
-            f"using {loaders.worker_limit()}")
-        workers = loaders.worker_limit()
+    workers = loaders.cap_workers(workers, say=log)
 
     def predict(dataset):
         start = time.perf_counter()
