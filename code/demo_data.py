@@ -1,10 +1,11 @@
 """A small synthetic MiniPlaces in the official layout, for tests and `python code/main.py --demo`.
 
-Ten classes of procedurally drawn 128x128 "scenes" that differ in structure (a horizon, a diagonal
-cliff, vertical trunks, horizontal furrows, a tower, a sun disc, dunes, a skyline, a checkerboard
-market, a mountain peak), never in colour: every region takes an independent random colour, so the mean
-colour of an image carries no class information, while a CNN can learn the shapes. Positions, sizes,
-counts and noise are random too. Everything derives from one seed (NumPy's generator), so the same seed
+Ten classes of procedurally drawn 128x128 "scenes" that differ in structure (sky, sea and sand;
+diagonal strata; rows of dunes; horizontal furrows; vertical trunks; a checkerboard market; a
+saw-toothed mountain range; a skyline with windows; a sun with rays; a tower), never in colour: every
+region takes a random dark or light tint (the background one, the shapes the other), so the mean colour
+of an image carries no class information, while a CNN can learn the shapes. Positions, sizes, counts
+and noise are random too. Everything derives from one seed (NumPy's generator), so the same seed
 writes the same files.
 
 Run `python code/demo_data.py [folder]` to write it (default data/miniplaces_demo).
@@ -25,61 +26,78 @@ import utils
 DEFAULT_DEMO_DIR = utils.DEFAULT_DATA_DIR / "miniplaces_demo"
 DEMO_NUM_CLASSES = 10
 IMAGE_SIZE = 128
-DEFAULT_TRAIN_PER_CLASS = 250
+DEFAULT_TRAIN_PER_CLASS = 150
 DEFAULT_VAL_PER_CLASS = 30
 DEFAULT_TEST_COUNT = 100
 NOISE_STD = 10.0  # grey levels of Gaussian pixel noise
 JPEG_QUALITY = 90
 MARKER = ".demo_complete.json"  # written last: a folder without it is incomplete
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: dark/light tints, busier scenes; 2 drew colours from the whole RGB cube
 
 
 # ---------------------------------------------------------------------------------------------------
 # One drawing function per class: (draw, rng, fg) -> None, where fg() returns a random colour that
 # contrasts with the (random) background. Colours never depend on the class.
 # ---------------------------------------------------------------------------------------------------
-MIN_CONTRAST = 120  # Euclidean RGB distance between a shape and the background
+# Every region is a random tint, either dark (each channel below 80) or light (each at least 176): the
+# background takes one at random and the shapes the other. The contrast of every edge is then strong
+# and alike from image to image. With colours drawn from the whole RGB cube (format version 2), an
+# untrained SimpleNet's pooled features varied mostly with the colours (a fifth of their variance lay
+# between the classes, against three quarters with these tints) and the demo's SimpleNet stayed near
+# chance for much of its first epoch (the README has the runs).
+DARK_LEVELS, LIGHT_LEVELS = (0, 80), (176, 256)  # [low, high) per channel; 255 - c swaps the ranges
 
 
-def _color(rng):
-    return tuple(int(v) for v in rng.integers(0, 256, 3))
+def _tint(rng, dark):
+    low, high = DARK_LEVELS if dark else LIGHT_LEVELS
+    return tuple(int(v) for v in rng.integers(low, high, 3))
+
+
+def _background_color(rng):
+    return _tint(rng, dark=rng.random() < 0.5)
 
 
 def _contrasting_color(rng, background):
-    """A random colour at least MIN_CONTRAST from `background`, so that every scene shows its shapes.
-    The rule commutes with c -> 255 - c, so every colour stays symmetric about mid-grey and each class's
-    average colour is mid-grey whatever its layout: the mean colour tells nothing about the class."""
-    for _ in range(50):
-        color = _color(rng)
-        if sum((a - b) ** 2 for a, b in zip(color, background)) >= MIN_CONTRAST ** 2:
-            return color
-    return tuple(255 - v for v in background)
+    """A random tint on the other side of mid-grey from `background`. The rule commutes with
+    c -> 255 - c, so every colour stays symmetric about mid-grey and each class's average colour is
+    mid-grey whatever its layout: the mean colour tells nothing about the class."""
+    return _tint(rng, dark=sum(background) >= 3 * 128)
 
 
 def _draw_beach(draw, rng, fg):
-    """A near-horizontal horizon: sky above, sea/sand below."""
+    """Sky, sea and sand: two near-horizontal boundaries."""
     s = IMAGE_SIZE
-    y = rng.uniform(0.3, 0.7) * s
-    tilt = rng.uniform(-4, 4)
-    draw.polygon([(0, y - tilt), (s, y + tilt), (s, s), (0, s)], fill=fg())
+    sea = rng.uniform(0.25, 0.5) * s
+    sand = sea + rng.uniform(0.2, 0.35) * s
+    for y, color in ((sea, fg()), (sand, fg())):
+        tilt = rng.uniform(-4, 4)
+        draw.polygon([(0, y - tilt), (s, y + tilt), (s, s), (0, s)], fill=color)
 
 
 def _draw_cliff(draw, rng, fg):
-    """A steep diagonal split from one side to the other."""
+    """Rock strata: parallel bands at 35-55 degrees, rising either way."""
     s = IMAGE_SIZE
-    y1, y2 = rng.uniform(-0.1, 0.25) * s, rng.uniform(0.75, 1.1) * s
-    if rng.random() < 0.5:
-        y1, y2 = y2, y1
-    draw.polygon([(0, y1), (s, y2), (s, s), (0, s)], fill=fg())
+    slope = rng.uniform(0.7, 1.4) * rng.choice((-1, 1))
+    band, period = fg(), rng.uniform(16, 30)
+    reach = s * (1 + abs(slope))  # the band offsets that can cross the image
+    offset = -reach + rng.uniform(0, period)
+    while offset < reach:
+        # the band between y = slope * x + offset and the same line half a period lower
+        draw.polygon([(0, offset), (s, slope * s + offset), (s, slope * s + offset + period / 2),
+                      (0, offset + period / 2)], fill=band)
+        offset += period
 
 
-def _draw_forest(draw, rng, fg):
-    """Several full-height vertical trunks."""
+def _draw_desert(draw, rng, fg):
+    """Rows of dunes: 3 or 4 stacked sinusoidal boundaries."""
     s = IMAGE_SIZE
-    trunk = fg()
-    for _ in range(rng.integers(5, 10)):
-        x, w = rng.uniform(0, s), rng.uniform(4, 11)
-        draw.rectangle([x, 0, x + w, s], fill=trunk if rng.random() < 0.7 else fg())
+    sands = (fg(), fg())
+    rows, amp = int(rng.integers(3, 5)), rng.uniform(5, 10)
+    period, phase = rng.uniform(30, 60), rng.uniform(0, 2 * math.pi)
+    for row in range(rows):
+        base = (row + 0.5 + rng.uniform(-0.2, 0.2)) * s / rows
+        top = [(x, base + amp * math.sin(2 * math.pi * x / period + phase + row)) for x in range(0, s + 4, 4)]
+        draw.polygon(top + [(s, s), (0, s)], fill=sands[row % 2])
 
 
 def _draw_field(draw, rng, fg):
@@ -93,40 +111,13 @@ def _draw_field(draw, rng, fg):
         y += h
 
 
-def _draw_tower(draw, rng, fg):
-    """One tall narrow block standing on the bottom edge."""
+def _draw_forest(draw, rng, fg):
+    """Several full-height vertical trunks."""
     s = IMAGE_SIZE
-    w, h = rng.uniform(14, 28), rng.uniform(70, 115)
-    x = rng.uniform(10, s - 10 - w)
-    draw.rectangle([x, s - h, x + w, s], fill=fg())
-    draw.rectangle([x - 3, s - h - 6, x + w + 3, s - h], fill=fg())  # a cap
-
-
-def _draw_sun(draw, rng, fg):
-    """A single large disc."""
-    s = IMAGE_SIZE
-    r = rng.uniform(18, 34)
-    cx, cy = rng.uniform(r, s - r), rng.uniform(r, s - r)
-    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg())
-
-
-def _draw_desert(draw, rng, fg):
-    """Rolling dunes: a sinusoidal boundary."""
-    s = IMAGE_SIZE
-    base, amp = rng.uniform(0.35, 0.65) * s, rng.uniform(8, 16)
-    period, phase = rng.uniform(40, 80), rng.uniform(0, 2 * math.pi)
-    top = [(x, base + amp * math.sin(2 * math.pi * x / period + phase)) for x in range(0, s + 4, 4)]
-    draw.polygon(top + [(s, s), (0, s)], fill=fg())
-
-
-def _draw_skyline(draw, rng, fg):
-    """Adjacent buildings of random heights along the bottom."""
-    s = IMAGE_SIZE
-    x, fill = 0.0, fg()
-    while x < s:
-        w, h = rng.uniform(10, 24), rng.uniform(30, 95)
-        draw.rectangle([x, s - h, x + w - 2, s], fill=fill)
-        x += w
+    trunk = fg()
+    for _ in range(rng.integers(5, 10)):
+        x, w = rng.uniform(0, s), rng.uniform(4, 11)
+        draw.rectangle([x, 0, x + w, s], fill=trunk if rng.random() < 0.7 else fg())
 
 
 def _draw_market(draw, rng, fg):
@@ -142,13 +133,50 @@ def _draw_market(draw, rng, fg):
 
 
 def _draw_mountain(draw, rng, fg):
-    """One or two triangular peaks rising from the bottom."""
+    """A range: a saw-toothed ridge of 3 to 5 peaks rising from the lower part."""
     s = IMAGE_SIZE
-    fill = fg()
-    for _ in range(rng.integers(1, 3)):
-        peak_x, peak_y = rng.uniform(0.2, 0.8) * s, rng.uniform(0.1, 0.45) * s
-        half = rng.uniform(0.35, 0.6) * s
-        draw.polygon([(peak_x - half, s), (peak_x, peak_y), (peak_x + half, s)], fill=fill)
+    peaks = int(rng.integers(3, 6))
+    width, foot = s / peaks, rng.uniform(0.6, 0.9) * s
+    ridge = [(0, s), (0, foot)]
+    x = rng.uniform(-width / 2, 0)
+    while x < s + width:
+        ridge += [(x + width / 2, foot - rng.uniform(0.3, 0.55) * s), (x + width, foot)]
+        x += width
+    draw.polygon(ridge + [(s, s)], fill=fg())
+
+
+def _draw_skyline(draw, rng, fg):
+    """Adjacent buildings of random heights along the bottom, with rows of windows."""
+    s = IMAGE_SIZE
+    x, wall, window = 0.0, fg(), fg()
+    while x < s:
+        w, h = rng.uniform(16, 30), rng.uniform(40, 100)
+        draw.rectangle([x, s - h, x + w - 2, s], fill=wall)
+        for y in range(int(s - h + 4), s - 6, 9):
+            for wx in range(int(x + 3), int(x + w - 6), 7):
+                draw.rectangle([wx, y, wx + 3, y + 4], fill=window)
+        x += w
+
+
+def _draw_sun(draw, rng, fg):
+    """A disc with 8 to 13 rays running off the image."""
+    s = IMAGE_SIZE
+    r = rng.uniform(12, 24)
+    cx, cy = rng.uniform(r, s - r), rng.uniform(r, s - r)
+    color, rays, start = fg(), int(rng.integers(8, 14)), rng.uniform(0, 2 * math.pi)
+    for k in range(rays):
+        angle = start + 2 * math.pi * k / rays
+        draw.line([(cx, cy), (cx + 2 * s * math.cos(angle), cy + 2 * s * math.sin(angle))], fill=color, width=3)
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+
+
+def _draw_tower(draw, rng, fg):
+    """One tall narrow block standing on the bottom edge."""
+    s = IMAGE_SIZE
+    w, h = rng.uniform(14, 28), rng.uniform(70, 115)
+    x = rng.uniform(10, s - 10 - w)
+    draw.rectangle([x, s - h, x + w, s], fill=fg())
+    draw.rectangle([x - 3, s - h - 6, x + w + 3, s - h], fill=fg())  # a cap
 
 
 # (category as in categories.txt, drawing function); the index is the label.
@@ -175,7 +203,7 @@ def make_noise_bank(rng, size=3 * IMAGE_SIZE):
 
 def render_scene(label, rng, noise_bank):
     """One (128, 128, 3) uint8 scene of class `label`: random background, the class's shapes, noise."""
-    background = _color(rng)
+    background = _background_color(rng)
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), background)
     CLASSES[label][1](ImageDraw.Draw(image), rng, lambda: _contrasting_color(rng, background))
     y, x = rng.integers(0, noise_bank.shape[0] - IMAGE_SIZE + 1, 2)

@@ -2,9 +2,11 @@
 structure (an edge-profile classifier separates them) but not in mean colour."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import demo_data
+import student_code
 from utils import UserError
 
 
@@ -64,6 +66,46 @@ def test_mean_colour_does_not_separate_classes_but_structure_does(demo):
     assert structure > 3 * chance, structure
 
 
+def test_shapes_take_a_tint_on_the_other_side_of_mid_grey():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        background = np.array(demo_data._background_color(rng))
+        shape = np.array(demo_data._contrasting_color(rng, background))
+        dark, light = (background, shape) if background.max() < 128 else (shape, background)
+        assert dark.max() < demo_data.DARK_LEVELS[1] and light.min() >= demo_data.LIGHT_LEVELS[0]
+        assert (light - dark).min() >= demo_data.LIGHT_LEVELS[0] - demo_data.DARK_LEVELS[1] + 1
+
+
+def between_class_share(root):
+    """Share of the variance of an untrained SimpleNet's pooled features (N, 512) over val images that
+    lies between the class means: how much the classes, not the colours, move them."""
+    images, labels = read_split(root, "val")
+    x = torch.from_numpy(images).permute(0, 3, 1, 2) / 255.0  # (N, 3, 128, 128)
+    x = (x - 0.45) / 0.225
+    labels = torch.from_numpy(labels)
+    torch.manual_seed(0)
+    model = student_code.SimpleNet(num_classes=demo_data.DEMO_NUM_CLASSES).eval()
+    with torch.no_grad():
+        features = model.avgpool(model.features(x)).flatten(1)
+    means = torch.stack([features[labels == c].mean(0) for c in range(demo_data.DEMO_NUM_CLASSES)])
+    return float(means.var(0).sum() / features.var(0).sum())
+
+
+def test_untrained_simplenet_features_follow_the_class_not_the_colours(demo, tmp_path, monkeypatch):
+    # Why the tints (format version 3): with colours from the whole RGB cube (version 2) the features
+    # moved mostly with the colours (here drawn without version 2's minimum contrast), and SimpleNet stayed near chance for most of the demo's training.
+    tinted = between_class_share(demo)
+
+    def any_color(rng, background=None):
+        return tuple(int(v) for v in rng.integers(0, 256, 3))
+
+    monkeypatch.setattr(demo_data, "_background_color", any_color)
+    monkeypatch.setattr(demo_data, "_contrasting_color", any_color)
+    whole_cube = between_class_share(demo_data.make_demo_dataset(tmp_path / "cube", seed=0, train_per_class=1,
+                                                                 val_per_class=10, test_count=1))
+    assert tinted > 0.5 and whole_cube < 0.35, (tinted, whole_cube)
+
+
 def test_same_seed_same_files_other_seed_differs(tmp_path):
     kwargs = dict(train_per_class=1, val_per_class=1, test_count=1)
     a = demo_data.make_demo_dataset(tmp_path / "a", seed=3, **kwargs)
@@ -93,6 +135,9 @@ def test_ensure_generates_once_and_redoes_incomplete(tmp_path, tiny_defaults):
     assert (root / "train.txt").is_file()
     demo_data.ensure_demo_dataset(tmp_path / "demo", seed=1)  # other settings: regenerated
     assert '"seed": 1' in marker.read_text()
+    marker.write_text(marker.read_text().replace(f'"version": {demo_data.FORMAT_VERSION}', '"version": 2'))
+    demo_data.ensure_demo_dataset(tmp_path / "demo", seed=1)  # an older format: regenerated
+    assert f'"version": {demo_data.FORMAT_VERSION}' in marker.read_text()
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, tiny_defaults, monkeypatch):

@@ -85,7 +85,8 @@ def one_by_one(model, root, split):
 
 def test_the_dataset_as_the_loader_sees_it(odd_data):
     val = custom_dataloader.MiniPlacesLoader(odd_data, num_classes=NUM_CLASSES, split="val")
-    assert val.classes[0] == "beach" and val.samples[0] == ("val/00000001.jpg", 2)
+    rel, label = (odd_data / "val.txt").read_text(encoding="utf-8-sig").splitlines()[0].split()
+    assert val.classes[0] == "beach" and val.samples[0] == (rel, int(label)) and rel == "val/00000001.jpg"
     assert [val.image_sizes[i] for i in (2, 4, 6)] == [(97, 131), (96, 128), (131, 97)]
     assert val.other_sizes_note() == "3 of 10 val images are not 128x128"
     assert val[8][0].mode == "RGB" and np.asarray(val[8][0]).std() > 10  # not white: 16-bit scaled
