@@ -3,8 +3,10 @@
 Ten classes of procedurally drawn 128x128 "scenes" that differ in structure (sky, sea and sand;
 diagonal strata; rows of dunes; horizontal furrows; vertical trunks; a checkerboard market; a
 saw-toothed mountain range; a skyline with windows; a sun with rays; a tower), never in colour: every
-region takes a random dark or light tint (the background one, the shapes the other), so the mean colour
-of an image carries no class information, while a CNN can learn the shapes. Positions, sizes, counts
+region takes a random dark or light tint (the background one, the shapes the other), so every class's
+average colour is mid-grey and the hue tells nothing about the class, while a CNN can learn the shapes.
+(How far an image's mean colour lies from grey still tells how much of it the shapes cover: a
+layout cue.) Positions, sizes, counts
 and noise are random too. Everything derives from one seed (NumPy's generator), so the same seed
 writes the same files.
 
@@ -40,11 +42,12 @@ FORMAT_VERSION = 3  # 3: dark/light tints, busier scenes; 2 drew colours from th
 # contrasts with the (random) background. Colours never depend on the class.
 # ---------------------------------------------------------------------------------------------------
 # Every region is a random tint, either dark (each channel below 80) or light (each at least 176): the
-# background takes one at random and the shapes the other. The contrast of every edge is then strong
-# and alike from image to image. With colours drawn from the whole RGB cube (format version 2), an
-# untrained SimpleNet's pooled features varied mostly with the colours (a fifth of their variance lay
-# between the classes, against three quarters with these tints) and the demo's SimpleNet stayed near
-# chance for much of its first epoch (the README has the runs).
+# background takes one at random and the shapes the other. Every edge between a shape and the
+# background then has a strong contrast, alike from image to image (two shapes of a scene may share a
+# side of grey: sea and sand, windows and walls). With colours drawn from the whole RGB cube (format version 2), an
+# untrained SimpleNet's pooled features varied mostly with the colours (a fifth to a quarter of their
+# variance lay between the classes, against three quarters with these tints), and 2 epochs of the
+# demo reached 45-55% where they now reach 76-98% (the README has the runs).
 DARK_LEVELS, LIGHT_LEVELS = (0, 80), (176, 256)  # [low, high) per channel; 255 - c swaps the ranges
 
 
@@ -60,7 +63,7 @@ def _background_color(rng):
 def _contrasting_color(rng, background):
     """A random tint on the other side of mid-grey from `background`. The rule commutes with
     c -> 255 - c, so every colour stays symmetric about mid-grey and each class's average colour is
-    mid-grey whatever its layout: the mean colour tells nothing about the class."""
+    mid-grey whatever its layout."""
     return _tint(rng, dark=sum(background) >= 3 * 128)
 
 
@@ -166,7 +169,8 @@ def _draw_sun(draw, rng, fg):
     color, rays, start = fg(), int(rng.integers(8, 14)), rng.uniform(0, 2 * math.pi)
     for k in range(rays):
         angle = start + 2 * math.pi * k / rays
-        draw.line([(cx, cy), (cx + 2 * s * math.cos(angle), cy + 2 * s * math.sin(angle))], fill=color, width=3)
+        end = (cx + 2 * s * math.cos(angle), cy + 2 * s * math.sin(angle))  # beyond the image
+        draw.line([(cx, cy), end], fill=color, width=3)
     draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
 
 
@@ -252,18 +256,26 @@ def _settings(seed, train_per_class, val_per_class, test_count):
 
 
 def _read_marker(root):
+    """The settings a demo dataset's marker holds, or None when `root` holds no such marker."""
     try:
-        return json.loads((Path(root) / MARKER).read_text(encoding="utf-8-sig"))
+        settings = json.loads((Path(root) / MARKER).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return None
+    return settings if isinstance(settings, dict) and "version" in settings else None
 
 
 def _remove_stale_partials(root):
-    """Delete `.<name>.partial-<pid>` siblings left by generations that were killed."""
-    for partial in root.parent.glob(f".{root.name}.partial-*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
+    """Delete `.<name>.partial-<pid>` siblings left by generations that were killed, and put back an
+    earlier dataset (`.<name>.old-<pid>`) that one moved aside just before it was killed."""
+    leftovers = sorted(root.parent.glob(f".{root.name}.partial-*")) + sorted(root.parent.glob(f".{root.name}.old-*"))
+    for leftover in leftovers:
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        if leftover.name.startswith(f".{root.name}.old-") and not root.exists():
+            os.replace(leftover, root)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _process_alive(pid):
@@ -276,6 +288,13 @@ def _process_alive(pid):
     return True
 
 
+def check_target(root):
+    """Raise UserError unless `root` is absent, an empty folder or an earlier demo dataset: the only
+    folders that generating may replace."""
+    if root.exists() and not (root.is_dir() and (_read_marker(root) is not None or not any(root.iterdir()))):
+        raise utils.UserError(f"{root}: exists and is not a demo dataset; choose another folder")
+
+
 def make_demo_dataset(root, seed=0, train_per_class=DEFAULT_TRAIN_PER_CLASS,
                       val_per_class=DEFAULT_VAL_PER_CLASS, test_count=DEFAULT_TEST_COUNT):
     """Write the demo dataset into `root` and return it as a Path.
@@ -283,15 +302,22 @@ def make_demo_dataset(root, seed=0, train_per_class=DEFAULT_TRAIN_PER_CLASS,
     The files are drawn into a hidden sibling folder that replaces `root` only when complete, so an
     interrupted run never leaves a half-written dataset behind. An existing `root` is replaced only if
     it is empty or an earlier demo dataset.
+
+    Raises UserError (naming the command-line flag) for a count below 1 or a negative seed, for a
+    `root` that is neither, and for one whose folder cannot be created.
     """
     root = Path(root).expanduser().resolve()
-    if root.exists() and not (root.is_dir() and (_read_marker(root) is not None or not any(root.iterdir()))):
-        raise utils.UserError(f"{root}: exists and is not a demo dataset; choose another folder")
-    for count, name in ((train_per_class, "train_per_class"), (val_per_class, "val_per_class"),
-                        (test_count, "test_count")):
+    check_target(root)
+    for count, name in ((train_per_class, "--train-per-class"), (val_per_class, "--val-per-class"),
+                        (test_count, "--test-count")):
         if count < 1:
             raise utils.UserError(f"{name} must be at least 1, got {count}")
-    root.parent.mkdir(parents=True, exist_ok=True)
+    if seed < 0:
+        raise utils.UserError(f"--seed must be at least 0, got {seed}")
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise utils.UserError(f"{root}: cannot create its folder ({error.strerror})") from None
     _remove_stale_partials(root)
     partial = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -333,8 +359,11 @@ def ensure_demo_dataset(root=DEFAULT_DEMO_DIR, seed=0):
     """Return `root`, generating the default-size demo dataset first if it is absent or incomplete."""
     root = Path(root).expanduser().resolve()
     wanted = _settings(seed, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS, DEFAULT_TEST_COUNT)
+    if root.parent.is_dir():
+        _remove_stale_partials(root)
     if _is_complete(root, wanted):
         return root
+    check_target(root)
     print(f"generating the demo dataset in {root} ...", file=sys.stderr, flush=True)
     return make_demo_dataset(root, seed, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS, DEFAULT_TEST_COUNT)
 
@@ -356,7 +385,10 @@ def main(argv=None):
                                  args.test_count)
     except utils.UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
     print(f"wrote the demo dataset to {root}")
     return 0
 

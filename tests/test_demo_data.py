@@ -1,5 +1,7 @@
 """The synthetic demo dataset: layout, determinism, atomic generation, and that its classes differ in
 structure (an edge-profile classifier separates them) but not in mean colour."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -67,7 +69,11 @@ def test_mean_colour_does_not_separate_classes_but_structure_does(demo):
 
 
 def test_shapes_take_a_tint_on_the_other_side_of_mid_grey():
+    # The ranges mirror each other about mid-grey (c -> 255 - c), with a gap of at least 96 levels.
+    assert demo_data.DARK_LEVELS == (0, 80) and demo_data.LIGHT_LEVELS == (176, 256)
     rng = np.random.default_rng(0)
+    dark_backgrounds = sum(max(demo_data._background_color(rng)) < 128 for _ in range(4000))
+    assert 1900 < dark_backgrounds < 2100  # half and half: the class averages stay mid-grey
     for _ in range(200):
         background = np.array(demo_data._background_color(rng))
         shape = np.array(demo_data._contrasting_color(rng, background))
@@ -85,15 +91,16 @@ def between_class_share(root):
     labels = torch.from_numpy(labels)
     torch.manual_seed(0)
     model = student_code.SimpleNet(num_classes=demo_data.DEMO_NUM_CLASSES).eval()
+    model.fc = torch.nn.Identity()  # any SimpleNet with the 2019 names: its pooled features
     with torch.no_grad():
-        features = model.avgpool(model.features(x)).flatten(1)
+        features = model(x)  # (N, 512)
     means = torch.stack([features[labels == c].mean(0) for c in range(demo_data.DEMO_NUM_CLASSES)])
     return float(means.var(0).sum() / features.var(0).sum())
 
 
 def test_untrained_simplenet_features_follow_the_class_not_the_colours(demo, tmp_path, monkeypatch):
-    # Why the tints (format version 3): with colours from the whole RGB cube (version 2) the features
-    # moved mostly with the colours (here drawn without version 2's minimum contrast), and SimpleNet stayed near chance for most of the demo's training.
+    # Why the tints (format version 3): with colours from the whole RGB cube (version 2, here without
+    # its minimum contrast) the features moved mostly with the colours, and the demo learned slowly.
     tinted = between_class_share(demo)
 
     def any_color(rng, background=None):
@@ -159,8 +166,35 @@ def test_refuses_to_overwrite_other_folders(tmp_path):
 
 
 def test_rejects_empty_counts(tmp_path):
-    with pytest.raises(UserError, match="val_per_class must be at least 1, got 0"):
+    with pytest.raises(UserError, match="--val-per-class must be at least 1, got 0"):
         demo_data.make_demo_dataset(tmp_path / "d", val_per_class=0)
+    with pytest.raises(UserError, match="--seed must be at least 0, got -1"):
+        demo_data.make_demo_dataset(tmp_path / "d", seed=-1)
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(UserError, match="a_file/sub: cannot create its folder"):
+        demo_data.make_demo_dataset(tmp_path / "a_file" / "sub")
+
+
+def test_only_a_demo_marker_makes_a_folder_replaceable(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / demo_data.MARKER).write_text("[]")  # valid JSON, not a demo dataset's settings
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="exists and is not a demo dataset"):
+        demo_data.ensure_demo_dataset(folder)
+    assert "generating" not in capsys.readouterr().err  # refused before announcing anything
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert demo_data.main([str(folder), "--train-per-class", "1"]) == 2
+
+
+def test_a_dataset_moved_aside_by_a_killed_run_is_put_back(tmp_path, tiny_defaults):
+    root = demo_data.ensure_demo_dataset(tmp_path / "demo")
+    stamp = (root / demo_data.MARKER).stat().st_mtime_ns
+    dead_pid = 2 ** 22 + 1  # above Linux's pid_max: no such process
+    os.replace(root, tmp_path / f".demo.old-{dead_pid}")
+    assert demo_data.ensure_demo_dataset(tmp_path / "demo") == root
+    assert (root / demo_data.MARKER).stat().st_mtime_ns == stamp  # put back, not drawn again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
 
 
 def test_cli_writes_dataset(tmp_path, capsys):
