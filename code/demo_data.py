@@ -317,7 +317,9 @@ def make_demo_dataset(root, seed=0, train_per_class=DEFAULT_TRAIN_PER_CLASS,
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise utils.UserError(f"{root}: cannot create its folder ({error.strerror})") from None
+        blocker = next((parent for parent in root.parents if parent.exists() and not parent.is_dir()), None)
+        reason = f"{blocker} is a file" if blocker else error.strerror
+        raise utils.UserError(f"{root}: cannot create its folder ({reason})") from None
     _remove_stale_partials(root)
     partial = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
