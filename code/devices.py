@@ -98,6 +98,11 @@ class Context:
     def broadcast(self, value):
         return broadcast_object(value, self.rank, self.world_size)
 
+    def say(self, message):
+        """Print `message` (flushed) on the main process only: rank 0 speaks for the run."""
+        if self.is_main:
+            print(message, flush=True)
+
 
 def local_process_count():
     """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""

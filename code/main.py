@@ -236,8 +236,7 @@ def check_context(args, ctx, train_size=None):
                         f"(e.g. {low} or {low + ctx.world_size})")
     if train_size is not None and args.batch_size > train_size:
         raise EveryRankError(f"-b/--batch-size {args.batch_size} exceeds the {train_size} training images")
-    say = functools.partial(print, flush=True) if ctx.is_main else (lambda *a, **k: None)
-    args.workers = loaders.cap_workers(args.workers, say)
+    args.workers = loaders.cap_workers(args.workers, ctx.say)
 
 
 def memory_format_name(args):
@@ -381,7 +380,7 @@ class Training:
 
 def prepare_training(args, given, ctx):
     """Everything a run needs, with --resume's state restored: the run's first steps, in order."""
-    say = print if ctx.is_main else (lambda *a, **k: None)
+    say = ctx.say
     checkpoint = read_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         adopt_run_settings(args, given, checkpoint, say)
@@ -645,7 +644,7 @@ def load_for_eval(args, ctx, val_images=None):
     args.arch, model, note = models.model_for_checkpoint(checkpoint, args.arch, num_classes, args.use_custom_conv)
     checkpoints.load_weights(model, checkpoint)
     models.check_logits(model, num_classes, args.arch)
-    choose_memory_format(args, set(), ctx, model, say=print if ctx.is_main else (lambda *a, **k: None))
+    choose_memory_format(args, set(), ctx, model, say=ctx.say)
     model = model.to(ctx.device, memory_format=devices.memory_format(args.channels_last)).eval()
     if val_images is not None and val_images < len(val_set):
         classes = val_set.classes
