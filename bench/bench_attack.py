@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
 from rss import MEASURE_ENV, current_rss_mib  # noqa: E402
-from utils import peak_memory_mib  # noqa: E402
+from harness.devices import peak_memory_mib
 
 ROWS = ("train step", "PGD 1 step", "PGD attack")
 

@@ -40,11 +40,11 @@ def run_variant(variant, args):
     import torch
     import torch.nn as nn
 
-    import engine
-    import loaders
+    from harness import engine
+    from harness import loaders
     import student_code
-    from devices import amp_settings, memory_format, use_channels_last
-    from utils import peak_memory_mib
+    from harness.devices import amp_settings, memory_format, use_channels_last
+    from harness.devices import peak_memory_mib
 
     if args.chunk_bytes:
         student_code.CHUNK_BYTES = student_code.ACCELERATOR_CHUNK_BYTES = args.chunk_bytes

@@ -36,9 +36,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "code"))
 
 import custom_transforms  # noqa: E402
-import devices  # noqa: E402
-import loaders  # noqa: E402
-from custom_dataloader import MiniPlacesLoader  # noqa: E402
+from harness import devices, loaders  # noqa: E402
+from custom_dataloader import MiniPlacesLoader
 
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "miniplaces"
 

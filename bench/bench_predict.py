@@ -12,7 +12,7 @@ SimpleNet checkpoint of main.py's kind (random weights unless --resume), then ru
                -j workers that decode with Pillow, resize to 160x160 (bilinear, as predict.py's Scale
                160 does to a 128x128 image) and normalize; a channels-last SimpleNet; the image and
                its horizontal flip averaged; the top 5 labels per image
-  predict.py   `python code/predict.py TMP --resume CKPT --out TMP/results -j J` with its defaults
+  predict.py   `python tools/predict.py TMP --resume CKPT --out TMP/results -j J` with its defaults
 
 Prints a table: seconds per run (median, min..max) and the ratio predict.py / plain loop.
 """

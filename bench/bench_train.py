@@ -26,11 +26,8 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
-import engine  # noqa: E402
-import loaders  # noqa: E402
-import models  # noqa: E402
-import utils  # noqa: E402
-from devices import amp_settings, memory_format  # noqa: E402
+from harness import devices, engine, loaders, models  # noqa: E402
+from harness.devices import amp_settings, memory_format  # noqa: E402
 
 
 # (name, amp, channels_last)
@@ -99,14 +96,14 @@ def time_config(args, device, amp, channels_last, compile_backend=None):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    utils.reset_peak_memory(device)
+    devices.reset_peak_memory(device)
     run(warmup)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         run(steps)
         rates.append(steps * batch_size / (time.perf_counter() - start))
-    return rates, utils.peak_memory_mib(device)
+    return rates, devices.peak_memory_mib(device)
 
 
 def device_name(device):

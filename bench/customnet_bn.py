@@ -52,11 +52,9 @@ sys.path.insert(0, str(REPO_ROOT / "code"))
 
 import custom_dataloader  # noqa: E402
 import custom_transforms as T  # noqa: E402
-import engine  # noqa: E402
-import loaders  # noqa: E402
-import models  # noqa: E402
+from harness import engine, loaders, models  # noqa: E402
 import student_code  # noqa: E402
-from devices import amp_settings  # noqa: E402
+from harness.devices import amp_settings  # noqa: E402
 
 MINIPLACES_CLASSES = 100
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "miniplaces"

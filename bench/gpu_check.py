@@ -16,7 +16,7 @@ does not stop the steps after it:
                     1.1x memory)
     formats         bench_train.py, SimpleNet: fp32 and --amp, each in NCHW and NHWC, and whether
                     main.py's default memory format (devices.use_channels_last) is the faster one
-    demo            code/demo_data.py writes a generated dataset in the official layout
+    demo            tools/demo_data.py writes a generated dataset in the official layout
     pipeline-jpeg, pipeline-cache
                     bench_pipeline.py --workers: images/s that main.py's train loader delivers to
                     the device, from the JPEGs and from the uint8 cache
@@ -395,7 +395,7 @@ def conv_steps(profile, paths):
 def data_steps(profile, paths):
     """The generated dataset, and the train loader's throughput on it."""
     steps = [Step("demo", "generated data",
-                  [sys.executable, str(REPO_ROOT / "code" / "demo_data.py"), str(paths.data),
+                  [sys.executable, str(REPO_ROOT / "tools" / "demo_data.py"), str(paths.data),
                    "--train-per-class", str(profile.train_per_class),
                    "--val-per-class", str(profile.val_per_class), "--test-count", "10"],
                   120, read_demo(paths.data))]

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "code"))
 
-import models  # noqa: E402  (needs the sys.path entry above)
+from harness import models  # noqa: E402  (needs the sys.path entry above)
 
 
 def count_macs(model, size):

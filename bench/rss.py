@@ -1,4 +1,4 @@
-"""Resident-memory readings for the CPU benchmarks (Linux); the peak is utils.peak_memory_mib.
+"""Resident-memory readings for the CPU benchmarks (Linux); the peak is devices.peak_memory_mib.
 
 glibc keeps freed blocks cached under its default, dynamic mmap threshold, so a process's peak
 resident size grows with the number of steps it runs whatever it keeps alive. Measuring children

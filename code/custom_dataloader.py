@@ -30,296 +30,26 @@ changing a dataset).
 `skip_bad_images=True` warns about missing or unreadable images and skips them instead of raising.
 """
 import bisect
-import contextlib
-import functools
 import hashlib
 import json
 import os
-import re
 import sys
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils import data
 
-import utils
-from utils import UserError
+from harness import files, paths
+from harness.cli import DataError, UserError, one_line
+from harness.images import load_rgb_image, read_image_size
+from harness.labels import class_names_from_folders, parse_categories, parse_label_file
 
 SPLITS = ("train", "val", "test")
 MINIPLACES_SIZE = (128, 128)  # (width, height) of every official MiniPlaces image
 CACHE_DIR_NAME = "cache"
-# What Pillow raises for unreadable, truncated or hostile files.
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-_WORKER_LAST_LINE = re.compile(r"DataError: (.*)$")
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_UNUSUAL_PATH_TOKENS = ("..", "\\", ":", "//", "./")
-ORIENTATION_TAG = 0x0112  # EXIF Orientation (ExifTags.Base.Orientation in recent Pillow)
-# Orientations 5..8 store the picture turned by 90 degrees: its width and height swap.
-_TURNED_ORIENTATIONS = (5, 6, 7, 8)
-_ORIENTATION_SOURCES = {"exif", "xmp", "XML:com.adobe.xmp"}  # where Pillow's getexif() looks in image.info
-_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
-# "utf-8-sig" drops the byte-order mark that Windows editors write ("UTF-8 with BOM"), which would
-# otherwise stick to the first image path or class name; without a BOM it reads plain UTF-8.
-TEXT_ENCODING = "utf-8-sig"
-
-
-class DataError(UserError):
-    """A problem with the dataset on disk, as one line naming the file (and line number).
-
-    When a DataLoader worker fails, PyTorch re-raises the error in the main process as
-    `DataError("Caught DataError in DataLoader worker process 0.\\nOriginal Traceback ...")`;
-    the constructor keeps only the original one-line message (the full text stays in `.details`).
-    """
-
-    def __init__(self, message):
-        message = str(message)
-        self.details = message
-        if message.startswith("Caught DataError") and "Traceback" in message:
-            last = message.rstrip().splitlines()[-1]
-            found = _WORKER_LAST_LINE.search(last)
-            message = found.group(1) if found else last
-        super().__init__(message)
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-# ---------------------------------------------------------------------------------------------------
-# Images: upright, 8-bit RGB
-# ---------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _opened(path):
-    """Image.open(path), lazily (header only); its failures become one-line DataErrors naming the file."""
-    try:
-        with Image.open(path) as image:
-            yield image
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except _IMAGE_ERRORS as error:
-        raise DataError(f"{path}: cannot read image ({_one_line(error)})") from None
-
-
-def _orientation(image):
-    """The EXIF orientation of an opened image: 2..8 when the stored pixels must be turned or mirrored
-    to be seen upright, 1 when they need nothing (or the tag is absent or not a valid value)."""
-    if image.format == "JPEG" and not _ORIENTATION_SOURCES & image.info.keys():
-        # A JPEG's metadata is all read by Image.open; getexif() would cost 25 us more per image
-        # (6% of decoding a 128x128 MiniPlaces JPEG) to find nothing.
-        return 1
-    value = image.getexif().get(ORIENTATION_TAG, 1)
-    return value if value in range(1, 9) else 1
-
-
-def upright_size(image):
-    """(width, height) of an opened image once its EXIF orientation is applied, without decoding it."""
-    width, height = image.size
-    return (height, width) if _orientation(image) in _TURNED_ORIENTATIONS else (width, height)
-
-
-def read_image_size(path):
-    """(width, height) of the image file as load_rgb_image returns it, read from the header.
-
-    Raises DataError naming the file when it is missing or not an image.
-    """
-    with _opened(path) as image:
-        return upright_size(image)
-
-
-def load_rgb_image(path):
-    """Decode an image file into the 8-bit RGB picture that a viewer shows: the EXIF orientation
-    applied (a phone's sideways JPEG comes out upright), any pixel mode converted by to_rgb.
-
-    Raises DataError naming the file when it is missing, truncated or not an image, or when to_rgb
-    refuses its pixels.
-    """
-    with _opened(path) as image:
-        image.load()
-        upright = image if _orientation(image) == 1 else ImageOps.exif_transpose(image)
-        rgb = to_rgb(upright, path)
-        return rgb.copy() if rgb is image else rgb  # the `with` closes `image`
-
-
-def to_rgb(image, name):
-    """The 8-bit RGB version of a loaded Pillow image of any mode; `name` (the file) is for errors.
-
-    - RGB as it is; 1 (0/1 -> 0/255), L, P, CMYK, YCbCr, RGBX and HSV by Pillow's conversion (CMYK
-      by the plain formula, without ICC profiles, like every mode here);
-    - transparency (RGBA, LA, PA, RGBa, P or L or RGB with a transparent colour, 16-bit grey with
-      one): composited onto white, as a viewer shows it on a white page; opaque pixels are unchanged;
-    - 16-bit grey (I;16, I;16L, I;16B, I;16N) and 32-bit integer I (how older Pillow versions open
-      16-bit PNGs): 0..65535 scaled to 0..255, rounded; I values outside 0..65535 are refused;
-    - 32-bit float F: 0..1 scaled to 0..255, rounded; values outside 0..1, NaN or infinite are
-      refused (no scale can be guessed for them);
-    - LAB: converted to sRGB by LittleCMS (PIL.ImageCms).
-    Raises DataError (one line naming `name`) for refused values and modes Pillow cannot convert.
-    """
-    mode = image.mode
-    transparent = "transparency" in image.info
-    if mode == "RGB" and not transparent:
-        return image
-    if mode.startswith("I") or mode == "F":
-        return _gray_to_rgb(_deep_gray_to_8bit(image, name), _deep_gray_alpha(image))
-    if mode == "LAB":
-        return _lab_to_rgb(image, name)
-    try:
-        if mode in _ALPHA_MODES or transparent:
-            return _composite_on_white(np.asarray(image.convert("RGBA")))
-        return image.convert("RGB")
-    except ValueError:  # Pillow: "conversion from La to RGB not supported"
-        raise DataError(f"{name}: pixel mode {mode} cannot be converted to RGB") from None
-
-
-def _deep_gray_to_8bit(image, name):
-    """(H, W) uint8 grey from an I;16*, I or F image, scaled as to_rgb describes."""
-    values = np.asarray(image)  # (H, W): uint16 in the file's byte order, int32 or float32
-    if image.mode == "F":
-        if not np.isfinite(values).all():
-            raise DataError(f"{name}: 32-bit float pixels include NaN or infinite values")
-        low, high = float(values.min()), float(values.max())
-        if low < 0 or high > 1:
-            raise DataError(f"{name}: 32-bit float pixels span {low:g}..{high:g}; only 0..1 is read "
-                            f"(as 0..255)")
-        return np.floor(values.astype(np.float64) * 255 + 0.5).astype(np.uint8)
-    low, high = int(values.min()), int(values.max())
-    if low < 0 or high > 65535:
-        raise DataError(f"{name}: {image.mode} pixels span {low}..{high}; integer pixels are read as "
-                        f"16-bit (0..65535)")
-    # round(v * 255 / 65535) = round(v / 257): no value lies halfway, since 257 is odd.
-    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
-
-
-def _deep_gray_alpha(image):
-    """(H, W) uint8 alpha of a 16-bit grey image with a transparent value (PNG tRNS), else None."""
-    if "transparency" not in image.info or image.mode == "F":
-        return None
-    return np.where(np.asarray(image) == image.info["transparency"], 0, 255).astype(np.uint8)
-
-
-def _gray_to_rgb(gray, alpha=None):
-    """(H, W) uint8 grey [+ (H, W) alpha] -> RGB image (composited onto white when alpha is given)."""
-    if alpha is not None:
-        return _composite_on_white(np.stack([gray, gray, gray, alpha], axis=-1))
-    return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
-
-
-def _composite_on_white(rgba):
-    """(H, W, 4) uint8 RGBA -> RGB image over white: round(c * a / 255 + 255 * (1 - a / 255))."""
-    rgba = rgba.astype(np.uint32)
-    color, alpha = rgba[..., :3], rgba[..., 3:]
-    # Integer rounding: (x + 127) // 255 = round(x / 255), with no halfway cases since 255 is odd.
-    return Image.fromarray(((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8))
-
-
-@functools.lru_cache(maxsize=1)
-def _lab_to_srgb():
-    """A function LAB image -> sRGB image (LittleCMS, built once per process); None when Pillow lacks
-    LittleCMS."""
-    try:
-        from PIL import ImageCms
-    except ImportError:
-        return None
-    transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
-                                        "LAB", "RGB")
-    return functools.partial(ImageCms.applyTransform, transform=transform)
-
-
-def _lab_to_rgb(image, name):
-    convert = _lab_to_srgb()
-    if convert is None:
-        raise DataError(f"{name}: LAB pixels need Pillow with LittleCMS (PIL.ImageCms) to become RGB")
-    return convert(image)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Label files and class names
-# ---------------------------------------------------------------------------------------------------
-def _read_lines(path):
-    """(line number, stripped text) for each non-blank line of a UTF-8 text file, with or without a BOM,
-    with LF or CRLF line ends."""
-    try:
-        text = Path(path).read_text(encoding=TEXT_ENCODING)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({_one_line(error)})") from None
-    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-def check_relative_path(rel_path, where):
-    """Reject paths that are absolute or climb out of images/ ('..'); `where` is 'file:line'.
-
-    Returns the path normalised to forward slashes without '.' or empty parts.
-    """
-    if not any(token in rel_path for token in _UNUSUAL_PATH_TOKENS) and rel_path[0] != "/":
-        return rel_path  # the common case (100,000 lines in the full train.txt): nothing to normalise
-    if rel_path.startswith(("/", "\\")) or _DRIVE.match(rel_path):
-        raise DataError(f"{where}: image path '{rel_path}' is absolute; paths are relative to images/")
-    parts = rel_path.replace("\\", "/").split("/")
-    if ".." in parts:
-        raise DataError(f"{where}: image path '{rel_path}' leaves images/ ('..' is not allowed)")
-    return "/".join(part for part in parts if part not in ("", "."))
-
-
-def parse_label_file(path, num_classes):
-    """[(relative image path, label, line number)] from lines '<path> <label>'; blank lines are skipped.
-
-    An image listed twice is refused: it would count twice in every accuracy and prediction file.
-    """
-    samples = []
-    first_line = {}  # image path -> the line that listed it first
-    for number, line in _read_lines(path):
-        where = f"{path}:{number}"
-        fields = line.split()
-        if len(fields) != 2:
-            raise DataError(f"{where}: expected '<image path> <label>', got '{line[:80]}'")
-        rel_path, label_text = fields
-        try:
-            label = int(label_text)
-        except ValueError:
-            raise DataError(f"{where}: label '{label_text}' is not an integer") from None
-        if not 0 <= label < num_classes:
-            raise DataError(f"{where}: label {label} is outside 0..{num_classes - 1} (num_classes={num_classes})")
-        rel_path = check_relative_path(rel_path, where)
-        if rel_path in first_line:
-            raise DataError(f"{where}: image {rel_path} is listed twice (first on line {first_line[rel_path]})")
-        first_line[rel_path] = number
-        samples.append((rel_path, label, number))
-    if not samples:
-        raise DataError(f"{path}: no images listed")
-    return samples
-
-
-def parse_categories(path):
-    """Class names by index from lines '/a/abbey 0' (the '/<letter>/' prefix is dropped: 'abbey')."""
-    names = {}
-    for number, line in _read_lines(path):
-        fields = line.split()
-        where = f"{path}:{number}"
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise DataError(f"{where}: expected '<category> <index>', got '{line[:80]}'")
-        index = int(fields[1])
-        if index in names:
-            raise DataError(f"{where}: index {index} is listed twice")
-        names[index] = re.sub(r"^/[^/]/", "", fields[0]).lstrip("/")
-    if sorted(names) != list(range(len(names))):
-        raise DataError(f"{path}: indices must be 0..{len(names) - 1} without gaps")
-    return [names[i] for i in range(len(names))]
-
-
-def class_names_from_folders(train_dir):
-    """Sorted class names from images/train/<letter>/<class...>/ folders that hold files."""
-    names = set()
-    for folder, _, files in os.walk(train_dir):
-        if files:
-            parts = Path(folder).relative_to(train_dir).parts
-            names.add("/".join(parts[1:]) if len(parts) > 1 else "/".join(parts))
-    return sorted(name for name in names if name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,7 +80,7 @@ class MiniPlacesLoader(data.Dataset):
         self.root = Path(root_folder).expanduser()
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found (see data/README.md or run "
-                            f"code/download_data.py)")
+                            f"tools/download_data.py)")
         self.images_dir = self.root / "images"
         if not self.images_dir.is_dir():
             raise DataError(f"{self.images_dir}: folder not found; expected the MiniPlaces layout "
@@ -378,7 +108,7 @@ class MiniPlacesLoader(data.Dataset):
         self._uncached_rows = frozenset()  # rows of another size than the cache's: read from their files
         self._array = None  # opened lazily in each process (a memmap must not be pickled to workers)
         if cache:
-            cache_dir = utils.DEFAULT_DATA_DIR / CACHE_DIR_NAME if cache is True else Path(cache)
+            cache_dir = paths.DEFAULT_DATA_DIR / CACHE_DIR_NAME if cache is True else Path(cache)
             self._open_cache(cache_dir)
 
     # -- construction helpers -----------------------------------------------------------------------
@@ -552,10 +282,10 @@ class MiniPlacesLoader(data.Dataset):
             array.flush()
             del array
             index = {"size": [width, height], "unreadable": sorted(bad), "other_sizes": other_sizes}
-            utils.write_json(index, index_path)
+            files.write_json(index, index_path)
             os.replace(tmp, path)
         except OSError as error:  # disk full, read-only folder
-            raise DataError(f"{path}: cannot write the cache ({_one_line(error)})") from None
+            raise DataError(f"{path}: cannot write the cache ({one_line(error)})") from None
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -31,18 +31,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-import adversarial
-import checkpoints
-import devices
-import engine
-import loaders
-import models
-import robustness
-import student_interface
-import utils
-from divergence import Divergence
-from runlog import RunLog
-from utils import UserError
+from harness import attacks as harness_attacks, checkpoints, cli, devices, engine, files, loaders, models, paths, rng, runs, student
+from harness.divergence import Divergence
+from harness.runlog import RunLog
+from harness.cli import UserError
 
 CONV_OPS = ("Conv2d", "CustomConv2d")
 SWEEP_EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1)
@@ -93,12 +85,12 @@ class TrainingDiverged(EveryRankError):
 
 
 def get_args_parser():
-    parser = utils.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="Train, evaluate (-e) or attack (-a) a network on MiniPlaces; log to TensorBoard.",
-        formatter_class=utils.HelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("data_folder", nargs="?", default=None,
-                        help=f"MiniPlaces folder (train.txt, val.txt, images/); default {utils.DEFAULT_DATA_DIR}")
+                        help=f"MiniPlaces folder (train.txt, val.txt, images/); default {paths.DEFAULT_DATA_DIR}")
     parser.add_argument("-j", "--workers", default=4, type=int, help="data loading worker processes")
     parser.add_argument("--epochs", default=90, type=int, help="total epochs of the schedule")
     parser.add_argument("--warmup-epochs", default=0, type=float,
@@ -133,7 +125,7 @@ def get_args_parser():
                              "Kaiming); 'pytorch': PyTorch's default init, as the team trained")
     parser.add_argument("--seed", default=None, type=int,
                         help="random seed (default: a random one, saved in args.json and checkpoints)")
-    parser.add_argument("--logdir", default=str(utils.DEFAULT_LOG_DIR), help="folder holding the run folders")
+    parser.add_argument("--logdir", default=str(paths.DEFAULT_LOG_DIR), help="folder holding the run folders")
     parser.add_argument("--run-name", default=None,
                         help="run folder name (default <arch>_<conv>_<timestamp>; with --resume, its folder)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
@@ -146,12 +138,12 @@ def get_args_parser():
                         help="decode each split once into a memory-mapped uint8 file under data/cache/, "
                              "so epochs skip JPEG decoding")
     parser.add_argument("--adv-train", action=argparse.BooleanOptionalAction, default=False, help="train on PGD adversarial examples")
-    parser.add_argument("--adv-mode", default="mixed", choices=adversarial.MODES,
+    parser.add_argument("--adv-mode", default="mixed", choices=harness_attacks.MODES,
                         help="adversarial training batch: clean + adversarial, or adversarial only")
     parser.add_argument("--adv-steps", default=2, type=int, help="PGD steps per adversarial training batch")
     parser.add_argument("--eps-sweep", action="store_true",
                         help=f"with -a: accuracy at epsilon {', '.join(map(str, SWEEP_EPSILONS))}; "
-                             "writes robustness.md and robustness.png")
+                             "writes attacks.md and attacks.png")
     parser.add_argument("--demo", action="store_true",
                         help="generate the demo dataset if absent, train briefly, then run -e -v and -a -v")
     return parser
@@ -313,8 +305,8 @@ def run_folder(args, ctx, arch, checkpoint=None):
     elif checkpoint is not None and is_own_run_folder(checkpoint):
         return checkpoint.path.resolve().parent
     else:
-        name, reuse = utils.make_run_name(arch, CONV_OPS[args.use_custom_conv]), False
-    run_dir = utils.create_run_dir(args.logdir, name, reuse=reuse) if ctx.is_main else None
+        name, reuse = runs.make_run_name(arch, CONV_OPS[args.use_custom_conv]), False
+    run_dir = runs.create_run_dir(args.logdir, name, reuse=reuse) if ctx.is_main else None
     return Path(ctx.broadcast(str(run_dir) if run_dir else None))
 
 
@@ -388,7 +380,7 @@ def prepare_training(args, given, ctx):
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
     args.seed = ctx.broadcast(args.seed)
-    utils.seed_everything(args.seed + ctx.rank)
+    rng.seed_everything(args.seed + ctx.rank)
 
     check_context(args, ctx)
     num_classes = loaders.count_classes(loaders.check_data_folder(args.data_folder))
@@ -419,7 +411,7 @@ def prepare_training(args, given, ctx):
                      purge_epoch=run.start_epoch + 1 if run.start_epoch else None)
     run.metrics = load_metrics(run.run_dir, run.start_epoch - (run.pending is not None))
     if ctx.is_main:
-        utils.write_json(plain_args(args), run.run_dir / "args.json")
+        files.write_json(plain_args(args), run.run_dir / "args.json")
         run.log.text("args", "\n".join(f"    {k} = {v!r}" for k, v in sorted(plain_args(args).items())))
     run.log.print(f"=> {args.arch} ({CONV_OPS[args.use_custom_conv]}) on {ctx.device} "
                   f"({memory_format_name(args)}), {ctx.world_size} process(es), "
@@ -468,7 +460,7 @@ def restore_training_state(run, checkpoint, say):
     if checkpoint.scaler is not None and run.scaler.is_enabled() and checkpoint.scaler:
         run.scaler.load_state_dict(checkpoint.scaler)
     if checkpoint.rng is not None:
-        utils.set_rng_state(checkpoint.rng)
+        rng.set_rng_state(checkpoint.rng)
     if not checkpoint.validated and checkpoint.pending_record:
         run.pending = checkpoint.pending_record
     lacking = checkpoint.lacks()
@@ -499,13 +491,13 @@ def adversarial_batch_fn(args, model, criterion):
     """
     if not args.adv_train:
         return None
-    pgd = student_interface.get("PGDAttack", "--adv-train")
+    pgd = student.get("PGDAttack", "--adv-train")
     try:
         attack = pgd(criterion, num_steps=args.adv_steps, step_size=ADV_TRAIN_EPSILON / args.adv_steps,
                      epsilon=ADV_TRAIN_EPSILON)
     except (ValueError, TypeError) as exc:
         raise UserError(f"--adv-steps {args.adv_steps}: {exc}") from None
-    make_batch = student_interface.optional("adversarial_training_batch") or adversarial.training_batch
+    make_batch = student.optional("adversarial_training_batch") or harness_attacks.training_batch
     return functools.partial(make_batch, model, attack, mode=args.adv_mode)
 
 
@@ -530,7 +522,7 @@ def train(args, given, ctx):
 def train_epoch(run, epoch):
     """One epoch of training; returns the training half of its metrics record."""
     loaders.seed_epoch(run.train_loader.loader, run.args.seed, epoch)
-    utils.reset_peak_memory(run.ctx.device)
+    devices.reset_peak_memory(run.ctx.device)
     stats = engine.train_one_epoch(
         run.train_model, run.train_loader, run.criterion, run.optimizer, run.scaler, epoch=epoch,
         schedule=run.schedule, device=run.ctx.device, amp_dtype=run.amp_dtype, print_freq=run.args.print_freq,
@@ -539,7 +531,7 @@ def train_epoch(run, epoch):
         "epoch": epoch, "lr": run.schedule((epoch + 1) * run.iters - 1)[0],
         "train_loss": stats["loss"], "train_top1": stats["top1"], "train_top5": stats["top5"],
         "epoch_minutes": stats["seconds"] / 60, "images_per_s": stats["images"] / stats["seconds"],
-        "peak_mem_mib": utils.peak_memory_mib(run.ctx.device), "device": str(run.ctx.device),
+        "peak_mem_mib": devices.peak_memory_mib(run.ctx.device), "device": str(run.ctx.device),
         "world_size": run.ctx.world_size,
     }
 
@@ -552,7 +544,7 @@ def save_epoch(run, epoch, record, validated=False, is_best=False):
         "epoch": epoch + 1, "arch": run.args.arch, "conv_op": CONV_OPS[run.args.use_custom_conv],
         "num_classes": len(run.classes), "classes": run.classes, "state_dict": run.model.state_dict(),
         "best_acc1": run.best_acc1, "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
-        "rng": utils.get_rng_state(), "args": plain_args(run.args), "validated": validated,
+        "rng": rng.get_rng_state(), "args": plain_args(run.args), "validated": validated,
         "pending_record": None if validated else record,
     }, run.run_dir, is_best)
 
@@ -574,7 +566,7 @@ def finish_epoch(run, epoch, record):
     log_epoch(run.log, record, (epoch + 1) * run.iters - 1)
     save_epoch(run, epoch, record, validated=True, is_best=is_best)
     if run.ctx.is_main:
-        utils.write_json(run.metrics, run.run_dir / "metrics.json")
+        files.write_json(run.metrics, run.run_dir / "metrics.json")
     run.log.print(f" * Epoch {epoch}: train loss {record['train_loss']:.4f}  Acc@1 {record['train_top1']:.2f}  "
                   f"val Acc@1 {val['top1']:.2f}  Acc@5 {val['top5']:.2f}  (best {run.best_acc1:.2f})  "
                   f"{record['epoch_minutes']:.2f} min  {record['images_per_s']:.0f} img/s  "
@@ -669,8 +661,8 @@ def evaluate(args, ctx):
     """-e: val accuracy of the --resume model (flip-averaged unless --no-flip), saliency maps with -v."""
     ev = load_for_eval(args, ctx)
     amp_dtype, _ = devices.amp_settings(args.amp, ctx.device)
-    attention = student_interface.get("default_attention", "-e -v")(ev.criterion) if args.vis else None
-    visualize = student_interface.get("default_visfunction", "-e -v") if args.vis else None
+    attention = student.get("default_attention", "-e -v")(ev.criterion) if args.vis else None
+    visualize = student.get("default_visfunction", "-e -v") if args.vis else None
     try:
         result = engine.validate(ev.model, ev.val_loader, ev.criterion, ctx.device, amp_dtype=amp_dtype,
                                  flip_average=not args.no_flip, print_freq=args.print_freq, attention=attention,
@@ -681,7 +673,7 @@ def evaluate(args, ctx):
     ev.log.print(f" * Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}  ({result['count']} val images, "
                  f"{averaging})")
     if ctx.is_main:
-        utils.write_json({"checkpoint": str(args.resume), "flip_average": not args.no_flip, **result},
+        files.write_json({"checkpoint": str(args.resume), "flip_average": not args.no_flip, **result},
                          ev.log.run_dir / "evaluation.json")
     return ev.log.run_dir
 
@@ -690,12 +682,12 @@ def attack(args, ctx, val_images=None):
     """-a: clean and adversarial accuracy of the --resume model under the default PGD attack (or a sweep)."""
     ev = load_for_eval(args, ctx, val_images)
     if args.eps_sweep:
-        pgd = student_interface.get("PGDAttack", "--eps-sweep")
+        pgd = student.get("PGDAttack", "--eps-sweep")
         attacks = {eps: pgd(ev.criterion, epsilon=eps) for eps in SWEEP_EPSILONS}
     else:
-        default = student_interface.get("default_attack", "-a")(ev.criterion)
+        default = student.get("default_attack", "-a")(ev.criterion)
         attacks = {getattr(default, "epsilon", None): default}
-    visualize = student_interface.get("default_visfunction", "-a -v") if args.vis else None
+    visualize = student.get("default_visfunction", "-a -v") if args.vis else None
     try:
         result = engine.attack_eval(ev.model, ev.val_loader, attacks, ctx.device, print_freq=args.print_freq,
                                     visualize=visualize, log=ev.log)
@@ -707,17 +699,17 @@ def attack(args, ctx, val_images=None):
                      f" -> adversarial Acc@1 {row['top1']:.3f} Acc@5 {row['top5']:.3f}  "
                      f"({result['count']} val images)")
     if ctx.is_main:
-        utils.write_json({"checkpoint": str(args.resume), **result}, ev.log.run_dir / "attack.json")
+        files.write_json({"checkpoint": str(args.resume), **result}, ev.log.run_dir / "attack.json")
         if args.eps_sweep:
-            robustness.write_report(result, ev.log.run_dir, args.resume)
-            ev.log.print(f"=> robustness table and plot: {ev.log.run_dir / 'robustness.md'}, "
-                         f"{ev.log.run_dir / 'robustness.png'}")
+            harness_attacks.write_report(result, ev.log.run_dir, args.resume)
+            ev.log.print(f"=> robustness table and plot: {ev.log.run_dir / 'attacks.md'}, "
+                         f"{ev.log.run_dir / 'attacks.png'}")
     return ev.log.run_dir
 
 
 def demo(args, given, ctx):
     """The README's first command: demo data, a short training run, then -e -v and -a -v on it."""
-    import demo_data  # only --demo generates data
+    from harness import demo_data  # only --demo generates data
 
     start = time.perf_counter()
     root = demo_data.ensure_demo_dataset(Path(args.data_folder)) if args.data_folder \
@@ -760,7 +752,7 @@ def main(argv=None):
     try:
         args, given = parse_args(argv)
         if args.data_folder is None and not args.demo:
-            args.data_folder = str(utils.DEFAULT_DATA_DIR)
+            args.data_folder = str(paths.DEFAULT_DATA_DIR)
         rank, world_size, local_rank = devices.setup_distributed()
         distributed = world_size > 1
         device = devices.resolve_device(args.gpu, local_rank, distributed)
@@ -771,17 +763,17 @@ def main(argv=None):
     except UserError as exc:
         # Flag errors (found before the process group) and EveryRankError are alike on every process.
         if rank == 0 or (distributed and not isinstance(exc, EveryRankError)):
-            utils.print_user_error(exc)
+            cli.print_user_error(exc)
         if isinstance(exc, TrainingDiverged):
             return EXIT_DIVERGED
-        return EXIT_STUDENT_CODE if isinstance(exc, student_interface.StudentCodeError) else EXIT_USER_ERROR
+        return EXIT_STUDENT_CODE if isinstance(exc, student.StudentCodeError) else EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # the student's code may raise anything; our own bugs keep their traceback
-        if not student_interface.raised_in_student_code(exc):
+        if not student.raised_in_student_code(exc):
             raise
-        utils.print_user_error(f"{student_interface.describe(exc)} (an error in the student's code)")
+        cli.print_user_error(f"{student.describe(exc)} (an error in the student's code)")
         return EXIT_STUDENT_CODE
     finally:
         if distributed and dist.is_initialized():

@@ -14,13 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-import student_interface
-from utils import print_user_error
+from harness import student
+from harness.cli import print_user_error
 
 
 def custom_conv2d(*args):
     """The student's CustomConv2DFunction.apply, as the assignment's test calls it."""
-    return student_interface.get("CustomConv2DFunction", "test_conv.py").apply(*args)
+    return student.get("CustomConv2DFunction", "test_conv.py").apply(*args)
 
 # The assignment's case: 2 x 3 x 12 x 12 input, 64 filters of 7 x 7, stride 2, padding 3, float64.
 STRIDE, PADDING = 2, 3
@@ -62,7 +62,7 @@ def check_module(device):
     """CustomConv2d and nn.Conv2d sharing one state_dict give the same output and gradients."""
     torch.manual_seed(0)
     reference = nn.Conv2d(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
-    custom_module = student_interface.get("CustomConv2d", "test_conv.py")
+    custom_module = student.get("CustomConv2d", "test_conv.py")
     custom = custom_module(3, 64, kernel_size=7, stride=STRIDE, padding=PADDING).to(device).double()
     custom.load_state_dict(reference.state_dict())
     input_feats, _, _ = make_inputs(device)
@@ -84,8 +84,8 @@ CHECKS = (
 
 def main():
     try:
-        student_interface.load()
-    except student_interface.StudentCodeError as exc:
+        student.load()
+    except student.StudentCodeError as exc:
         print_user_error(exc)
         return 4
     device = pick_device()
@@ -96,7 +96,7 @@ def main():
         try:
             passed = check(device)
         except Exception as exc:  # the student's code may raise anything: name it and go on
-            print(f"{name} failed: {student_interface.describe(exc)}")
+            print(f"{name} failed: {student.describe(exc)}")
             failed += 1
             continue
         print(f"{name} {'passed' if passed else 'failed'}")

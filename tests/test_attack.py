@@ -1,4 +1,4 @@
-"""PGDAttack (student_code Part III) and the harness's adversarial training batch (adversarial.py), and what both analyses (PGD and
+"""PGDAttack (student_code Part III) and the harness's adversarial training batch (attacks.py), and what both analyses (PGD and
 saliency) leave of a model in train mode.
 
 The attack is checked against a plain PGD loop written here from Madry et al. (2018), against the
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import normalize
 
 import student_code
-from adversarial import training_batch as adversarial_training_batch
+from harness.attacks import training_batch as adversarial_training_batch
 from student_code import GradAttention, PGDAttack
 
 MEAN = (0.485, 0.456, 0.406)

@@ -19,12 +19,10 @@ import torch
 import torch.nn as nn
 from torch import serialization
 
-import checkpoints
+from harness import checkpoints, demo_data, models
 import custom_dataloader
 import custom_transforms
-import demo_data
 import main
-import models
 import predict
 import student_code
 

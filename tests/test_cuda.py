@@ -17,12 +17,9 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 import custom_transforms
-import devices
-import engine
-import loaders
+from harness import devices, engine, loaders
 import student_code
 import test_conv
-import utils
 from student_code import CustomConv2d, custom_conv2d
 from test_custom_conv import CASES, assert_close_to_float64, column_bytes, force_strategy, grads, make_case
 
@@ -157,9 +154,9 @@ def test_amp_training_step_matches_float32(device, conv_op):
 
 
 def test_peak_memory_reads_the_device(device):
-    utils.reset_peak_memory(device)
+    devices.reset_peak_memory(device)
     block = torch.ones(16 * 2**20, device=device)  # 64 MiB
-    assert utils.peak_memory_mib(device) >= 64
+    assert devices.peak_memory_mib(device) >= 64
     del block
 
 

@@ -12,9 +12,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import custom_transforms
-import demo_data
-from custom_dataloader import DataError, MiniPlacesLoader, SizeGroupedBatchSampler, image_sizes
-from utils import UserError
+from harness import demo_data
+from custom_dataloader import MiniPlacesLoader, SizeGroupedBatchSampler, image_sizes
+from harness.cli import DataError
+from harness.cli import UserError
 
 CLASSES = ["abbey", "bakery/shop", "canyon"]
 CATEGORIES = "/a/abbey 0\n/b/bakery/shop 1\n/c/canyon 2\n"

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-import demo_data
+import demo_data as demo_data_tool  # tools/demo_data.py, the CLI
+from harness import demo_data
 import student_code
-from utils import UserError
+from harness.cli import UserError
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +185,7 @@ def test_only_a_demo_marker_makes_a_folder_replaceable(tmp_path, capsys):
         demo_data.ensure_demo_dataset(folder)
     assert "generating" not in capsys.readouterr().err  # refused before announcing anything
     assert (folder / "notes.txt").read_text() == "keep me"
-    assert demo_data.main([str(folder), "--train-per-class", "1"]) == 2
+    assert demo_data_tool.main([str(folder), "--train-per-class", "1"]) == 2
 
 
 def test_a_dataset_moved_aside_by_a_killed_run_is_put_back(tmp_path, tiny_defaults):
@@ -198,7 +199,7 @@ def test_a_dataset_moved_aside_by_a_killed_run_is_put_back(tmp_path, tiny_defaul
 
 
 def test_cli_writes_dataset(tmp_path, capsys):
-    code = demo_data.main([str(tmp_path / "cli"), "--train-per-class", "1", "--val-per-class", "1",
+    code = demo_data_tool.main([str(tmp_path / "cli"), "--train-per-class", "1", "--val-per-class", "1",
                            "--test-count", "1"])
     assert code == 0 and "wrote the demo dataset" in capsys.readouterr().out
     assert len((tmp_path / "cli" / "train.txt").read_text().splitlines()) == 10

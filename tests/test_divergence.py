@@ -14,11 +14,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-import checkpoints
-import demo_data
-import engine
+from harness import checkpoints, demo_data, engine
 import main
-from divergence import NONFINITE_PATIENCE, Divergence, DivergenceWatch
+from harness.divergence import NONFINITE_PATIENCE, Divergence, DivergenceWatch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -59,7 +59,7 @@ def test_the_formats_step_says_whether_the_default_memory_format_is_the_faster(t
     # gpu_check imports none of the project; its copy of the defaults must be main.py's.
     import torch
 
-    import devices
+    from harness import devices
     for (device, amp), channels_last in gpu_check.DEFAULT_CHANNELS_LAST.items():
         assert devices.use_channels_last(None, torch.device(device), amp) is channels_last
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from custom_dataloader import DataError, load_rgb_image, read_image_size, to_rgb
+from harness.cli import DataError
+from harness.images import load_rgb_image, read_image_size, to_rgb
 
 # 16-bit grey levels around the rounding points of v * 255 / 65535 = v / 257.
 LEVELS_16 = np.array([[0, 128, 129, 257, 385, 386, 32896, 65535],

@@ -24,16 +24,12 @@ import torch.nn as nn
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import checkpoints
+from harness import checkpoints, demo_data, devices, engine, metrics, models, rng, runs
 import custom_dataloader
 import custom_transforms
-import demo_data
-import engine
-import devices
 import main
-import models
 import student_code
-import utils
+from harness.images import encode_png
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_PER_CLASS, VAL_PER_CLASS = 2, 1
@@ -246,11 +242,11 @@ def test_evaluation_is_the_same_in_either_memory_format(trained_run, tiny_data, 
 def test_png_grids_of_one_three_and_four_channels_decode_to_their_pixels():
     grids = {1: torch.rand(1, 5, 7), 3: torch.rand(3, 5, 7), 4: torch.rand(4, 5, 7)}
     for channels, grid in grids.items():
-        decoded = np.asarray(Image.open(io.BytesIO(utils.encode_png(grid))))
+        decoded = np.asarray(Image.open(io.BytesIO(encode_png(grid))))
         expected = (grid * 255 + 0.5).floor().to(torch.uint8).permute(1, 2, 0).numpy()
         assert np.array_equal(decoded.reshape(expected.shape), expected), channels
     with pytest.raises(ValueError, match=r"must be \(C, H, W\) with C in 1, 3, 4, got \(2, 5, 7\)"):
-        utils.encode_png(torch.rand(2, 5, 7))
+        encode_png(torch.rand(2, 5, 7))
 
 
 def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
@@ -412,10 +408,10 @@ def test_schedule_warm_up_then_cosine():
 def test_accuracy_and_average_meter():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.5, 0.3, 0.2]])
     labels = torch.tensor([1, 2, 2, 1])  # top-1 hits rows 0, 2; top-2 also row 3
-    top1, top2, top5 = utils.accuracy(logits, labels, topk=(1, 2, 5))
+    top1, top2, top5 = metrics.accuracy(logits, labels, topk=(1, 2, 5))
     assert (top1.item(), top2.item(), top5.item()) == (50.0, 75.0, 100.0)
 
-    meter = utils.AverageMeter("Loss", ":.2f")
+    meter = metrics.AverageMeter("Loss", ":.2f")
     meter.update(torch.tensor(2.0), n=3)
     meter.update(1.0, n=1)
     assert meter.avg == pytest.approx(7.0 / 4) and meter.count == 4
@@ -476,11 +472,11 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_rng_state_round_trip_through_weights_only_load(tmp_path):
-    utils.seed_everything(3)
+    rng.seed_everything(3)
     random.gauss(0, 1)  # leaves a cached Gaussian in Python's state
-    torch.save(utils.get_rng_state(), tmp_path / "rng.pt")
+    torch.save(rng.get_rng_state(), tmp_path / "rng.pt")
     first = (torch.rand(3), random.random(), random.gauss(0, 1), np.random.rand(3))
-    utils.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    rng.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     second = (torch.rand(3), random.random(), random.gauss(0, 1), np.random.rand(3))
     assert torch.equal(first[0], second[0]) and first[1:3] == second[1:3]
     np.testing.assert_array_equal(first[3], second[3])
@@ -489,9 +485,9 @@ def test_rng_state_round_trip_through_weights_only_load(tmp_path):
 def test_run_names_and_folders(tmp_path):
     from datetime import datetime
 
-    name = utils.make_run_name("simplenet", "CustomConv2d", now=datetime(2019, 3, 1, 14, 25, 1))
+    name = runs.make_run_name("simplenet", "CustomConv2d", now=datetime(2019, 3, 1, 14, 25, 1))
     assert name == "simplenet_customconv2d_20190301-142501"
-    first = utils.create_run_dir(tmp_path, name)
-    second = utils.create_run_dir(tmp_path, name)
+    first = runs.create_run_dir(tmp_path, name)
+    second = runs.create_run_dir(tmp_path, name)
     assert (first.name, second.name) == (name, name + "-1")
-    assert utils.create_run_dir(tmp_path, name, reuse=True) == first
+    assert runs.create_run_dir(tmp_path, name, reuse=True) == first

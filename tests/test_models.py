@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
-import models
+from harness import models
 import student_code
-from models import MAX_MODEL_BYTES, model_size_bytes
+from harness.models import MAX_MODEL_BYTES, model_size_bytes
 from student_code import CustomConv2d, ResidualBlock, SimpleNet
-from utils import UserError
+from harness.cli import UserError
 
 ARCH_NAMES = models.arch_names()
 RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1

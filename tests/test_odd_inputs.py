@@ -14,12 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import checkpoints
+from harness import checkpoints, demo_data, labels, models
 import custom_dataloader
 import custom_transforms
-import demo_data
 import main
-import models
 import predict
 
 NUM_CLASSES = demo_data.DEMO_NUM_CLASSES
@@ -109,7 +107,7 @@ def test_evaluate_takes_every_image(odd_run, odd_data, tmp_path):
     assert main.main([str(a) for a in argv]) == 0
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     logits = one_by_one(load_model(odd_run / checkpoints.CHECKPOINT_NAME), odd_data, "val")
-    truth = custom_dataloader.parse_label_file(odd_data / "val.txt", NUM_CLASSES)
+    truth = labels.parse_label_file(odd_data / "val.txt", NUM_CLASSES)
     correct = sum(int(logits[name].argmax().item() == label) for name, label, _ in truth)
     assert result["count"] == NUM_CLASSES and result["top1"] == pytest.approx(100.0 * correct / NUM_CLASSES)
 

@@ -9,8 +9,8 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 import report
-import utils
-from utils import UserError
+from harness.cli import UserError
+from harness import files
 
 # ../shared/team/README.md's table: epochs logged, final val top-1 / top-5, final train top-1 / top-5,
 # final training loss.
@@ -126,12 +126,12 @@ def our_run(tmp_path):
     run_dir = tmp_path / "ours" / "simplenet_run"
     run_dir.mkdir(parents=True)
     args = {"arch": "simplenet", "use_custom_conv": False, "batch_size": 256, "epochs": 3, "lr": 0.1}
-    utils.write_json(args, run_dir / "args.json")
+    files.write_json(args, run_dir / "args.json")
     metrics = [{"epoch": epoch, "lr": 0.1, "train_loss": 3.0 - epoch, "train_top1": 20.0 + epoch,
                 "train_top5": 40.0 + epoch, "val_loss": 3.5 - epoch, "val_top1": 18.0 + epoch,
                 "val_top5": 38.0 + epoch, "epoch_minutes": 2.0, "images_per_s": 800.0,
                 "peak_mem_mib": 900.0, "device": "cpu", "world_size": 1} for epoch in range(3)]
-    utils.write_json(metrics, run_dir / "metrics.json")
+    files.write_json(metrics, run_dir / "metrics.json")
     return run_dir
 
 

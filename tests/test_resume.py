@@ -17,10 +17,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
-import checkpoints
-import demo_data
-import devices
-import engine
+from harness import checkpoints, demo_data, devices, engine
 import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

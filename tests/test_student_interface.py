@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import demo_data
+from harness import demo_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STUDENT_2019 = Path(__file__).resolve().parent / "student_2019" / "student_code.py"
@@ -59,8 +59,10 @@ def run(script, *args, cwd):
 @pytest.fixture(scope="module")
 def code_2019(tmp_path_factory):
     """A temporary copy of code/ holding the 2019 student's file instead of ours."""
-    code = tmp_path_factory.mktemp("repo") / "code"
+    repo = tmp_path_factory.mktemp("repo")
+    code = repo / "code"
     shutil.copytree(REPO_ROOT / "code", code, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "tools", repo / "tools", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(STUDENT_2019, code / "student_code.py")
     return code
 
@@ -114,7 +116,7 @@ def test_attack_with_images(code_2019, trained_2019, tiny_data):
 
 
 def test_predict_writes_the_submission(code_2019, trained_2019, tiny_data, tmp_path):
-    code, out, err = run(code_2019 / "predict.py", tiny_data, "--resume", trained_2019 / "model_best.pth.tar",
+    code, out, err = run(code_2019.parent / "tools" / "predict.py", tiny_data, "--resume", trained_2019 / "model_best.pth.tar",
                          "--out", tmp_path, "--gpu", "-1", "-j", "0", cwd=code_2019.parent)
     assert code == 0, err
     assert len((tmp_path / "predictions_test.txt").read_text().splitlines()) == 2
@@ -308,9 +310,9 @@ def test_test_conv_names_the_students_error_and_goes_on(code_2019, tmp_path):
 
 
 def test_a_missing_name_is_one_line(student_file):
-    import student_interface
+    from harness import student
 
     student_file("default_attack = PGDAttack\n", "")
-    with pytest.raises(student_interface.StudentCodeError,
+    with pytest.raises(student.StudentCodeError,
                        match=r"^code/student_code.py defines no default_attack \(needed for -a\)$"):
-        student_interface.get("default_attack", "-a")
+        student.get("default_attack", "-a")

@@ -1,4 +1,4 @@
-"""Tests of the hand-in tools: predict.py (challenge files), score.py (devkit scorer), report.py
+"""Tests of the hand-in tools: predict.py (challenge files), scoring.py (devkit scorer), report.py
 (experiment report) and zip_submission.py.
 
 Two 1-epoch runs of main.main([...]) (nn.Conv2d and CustomConv2d, one SGD step each) on a tiny
@@ -15,19 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-import checkpoints
+from harness import checkpoints, demo_data, engine, files, models, scoring
 import custom_dataloader
 import custom_transforms
-import demo_data
-import engine
 import main
-import models
 import predict
-import report
 import score
+import report
 import student_code
-import utils
-from utils import UserError
+from harness.cli import UserError
 
 NUM_CLASSES = demo_data.DEMO_NUM_CLASSES
 TEST_COUNT = 7
@@ -151,7 +147,7 @@ def test_predict_user_errors_are_one_line(argv, message, tiny_data, tmp_path, ca
 
 
 # ---------------------------------------------------------------------------------------------------
-# score.py
+# scoring.py
 # ---------------------------------------------------------------------------------------------------
 
 GROUND_TRUTH = "val/00000001.jpg 3\nval/00000002.jpg 7\nval/00000003.jpg 0\nval/00000004.jpg 9\n"
@@ -172,7 +168,7 @@ def write(path, text):
 def test_scorer_against_hand_computed_errors(tmp_path, capsys):
     truth = write(tmp_path / "val.txt", GROUND_TRUTH)
     predictions = write(tmp_path / "predictions_val.txt", PREDICTIONS)
-    errors, count = score.score_files(predictions, truth)
+    errors, count = scoring.score_files(predictions, truth)
     assert errors == HAND_ERRORS and count == 4
 
     assert score.main([str(predictions), str(truth)]) == 0
@@ -194,7 +190,7 @@ def test_scorer_rejects_malformed_predictions(bad_line, message, tmp_path):
     predictions = write(tmp_path / "predictions_val.txt", "\n".join(lines) + "\n")
     truth = write(tmp_path / "val.txt", GROUND_TRUTH)
     with pytest.raises(UserError, match=message):
-        score.score_files(predictions, truth)
+        scoring.score_files(predictions, truth)
 
 
 def test_scorer_needs_every_image_exactly(tmp_path, capsys):
@@ -202,10 +198,10 @@ def test_scorer_needs_every_image_exactly(tmp_path, capsys):
     fewer = write(tmp_path / "fewer.txt", "".join(PREDICTIONS.splitlines(True)[:3]))
     with pytest.raises(UserError, match=r"1 image\(s\) of the ground truth have no prediction "
                                         r"\(first: val/00000003.jpg\)"):
-        score.score_files(fewer, truth)
+        scoring.score_files(fewer, truth)
     extra = write(tmp_path / "extra.txt", PREDICTIONS + "val/00000005.jpg 1 2 3 4 5\n")
     with pytest.raises(UserError, match=r"1 predicted image\(s\) are not in the ground truth"):
-        score.score_files(extra, truth)
+        scoring.score_files(extra, truth)
     assert score.main([str(tmp_path / "nope.txt"), str(truth)]) == 2
     assert capsys.readouterr().err == f"error: predictions: {tmp_path / 'nope.txt'} not found\n"
 
@@ -215,7 +211,7 @@ def test_scorer_reads_the_class_count_from_categories(tmp_path):
     truth = write(tmp_path / "val.txt", "val/00000001.jpg 5\n")
     predictions = write(tmp_path / "p.txt", "val/00000001.jpg 0 1 2 3 6\n")
     with pytest.raises(UserError, match=r"label 6 is outside 0..5"):
-        score.score_files(predictions, truth)
+        scoring.score_files(predictions, truth)
 
 
 def test_scorer_reads_files_with_bom_and_crlf(tmp_path):
@@ -224,8 +220,8 @@ def test_scorer_reads_files_with_bom_and_crlf(tmp_path):
     write(tmp_path / "categories.txt", bom + "".join(f"/c/class{i} {i}\r\n" for i in range(10)))
     truth = write(tmp_path / "val.txt", bom + GROUND_TRUTH.replace("\n", "\r\n"))
     predictions = write(tmp_path / "predictions_val.txt", bom + PREDICTIONS.replace("\n", "\r\n"))
-    assert score.score_files(predictions, truth) == (HAND_ERRORS, 4)
-    assert score.num_classes_for(truth) == 10
+    assert scoring.score_files(predictions, truth) == (HAND_ERRORS, 4)
+    assert scoring.num_classes_for(truth) == 10
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,7 +274,7 @@ def test_report_rebuilds_metrics_from_tensorboard_events(tiny_runs, tmp_path):
 def test_report_reads_attack_results_and_rejects_empty_folders(tiny_runs, tmp_path):
     run_dir = tmp_path / "logs" / "conv"
     shutil.copytree(tiny_runs / "conv", run_dir, ignore=shutil.ignore_patterns("*.pth.tar"))
-    utils.write_json({"checkpoint": "x", "clean": {"top1": 47.65, "top5": 76.41}, "count": 10,
+    files.write_json({"checkpoint": "x", "clean": {"top1": 47.65, "top5": 76.41}, "count": 10,
                       "attacks": [{"epsilon": 0.1, "top1": 0.09, "top5": 7.61}]}, run_dir / "attack.json")
     text, _ = report.make_report([tmp_path / "logs"], tmp_path / "out", plots=False)
     assert "| `conv` | -a (PGD) | 47.65 | 76.41 | 0.1 | 0.09 | 7.61 |" in text

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import custom_dataloader
 import custom_transforms
-import models
+from harness import models
 from student_code import CustomConv2d, ResNet, ResNet18Half
 
 TEAM_ARCHS = ("customnet2", "customnet", "resnet", "googlenet")

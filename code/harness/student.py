@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from utils import UserError
+from .cli import UserError
 
 MODULE_NAME = "student_code"
 FILE_NAME = f"{MODULE_NAME}.py"

@@ -10,10 +10,10 @@ import time
 
 import torch
 
-import student_interface
-from divergence import DivergenceWatch
-from runlog import MetricLogger, RunLog
-from utils import accuracy
+from . import student
+from .divergence import DivergenceWatch
+from .runlog import MetricLogger, RunLog
+from .metrics import accuracy
 
 NO_LOG = RunLog()
 
@@ -165,7 +165,7 @@ def attack_eval(model, loader, attacks, device, *, print_freq=10, visualize=None
             acc1, acc5 = accuracy(model(images), target, topk=(1, 5))
         clean.update(n, top1=acc1, top5=acc5)
         for eps, attacker in attacks.items():
-            adv_images = images if attacker is None else student_interface.expect_images_like(
+            adv_images = images if attacker is None else student.expect_images_like(
                 attacker.perturb(model, images), images, f"{type(attacker).__name__}.perturb")
             with torch.no_grad():
                 acc1, acc5 = accuracy(model(adv_images), target, topk=(1, 5))

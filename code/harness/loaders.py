@@ -14,9 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import custom_dataloader
 import custom_transforms
-import devices
-import student_interface
-from utils import UserError
+from . import devices, labels, student
+from .cli import UserError
 
 VAL_BATCH_SIZE = 100
 
@@ -33,9 +32,9 @@ def count_classes(root):
     the demo dataset has 10."""
     root = Path(root)
     if (root / "categories.txt").is_file():
-        return len(custom_dataloader.parse_categories(root / "categories.txt"))
+        return len(labels.parse_categories(root / "categories.txt"))
     if (root / "images" / "train").is_dir():
-        return len(custom_dataloader.class_names_from_folders(root / "images" / "train")) or 100
+        return len(labels.class_names_from_folders(root / "images" / "train")) or 100
     return 100
 
 
@@ -53,11 +52,11 @@ def cap_workers(workers, say=print):
 def train_transforms():
     """(transforms, description): the student's Fall 2019 get_train_transforms(normalize) when offered,
     else ours, deferred to the batch."""
-    student_transforms = student_interface.optional("get_train_transforms")
+    student_transforms = student.optional("get_train_transforms")
     if student_transforms is None:
         return custom_transforms.get_train_transforms(defer=True), "deferred to the batch"
     normalize = custom_transforms.Normalize(custom_transforms.IMAGENET_MEAN, custom_transforms.IMAGENET_STD)
-    return student_transforms(normalize), f"{student_interface.FILE_NAME}'s get_train_transforms"
+    return student_transforms(normalize), f"{student.FILE_NAME}'s get_train_transforms"
 
 
 def build_datasets(data_folder, cache, train=True):

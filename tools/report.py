@@ -1,9 +1,9 @@
 """The experiment report: Markdown tables and PNG curves from the run folders main.py writes, and
 from the team's own 2019 TensorBoard logs.
 
-    python code/report.py logs/                      # every run under logs/
-    python code/report.py logs/runA logs/runB --out report/ [--no-plots]
-    python code/report.py ../shared/team/logs/* logs/runA --out report/   # the team's runs beside ours
+    python tools/report.py logs/                      # every run under logs/
+    python tools/report.py logs/runA logs/runB --out report/ [--no-plots]
+    python tools/report.py ../shared/team/logs/* logs/runA --out report/   # the team's runs beside ours
 
 A run folder is one holding metrics.json (per epoch: lr, train_loss, train/val top-1 and top-5,
 epoch_minutes, images_per_s, peak_mem_mib, device) or, failing that, main.py's TensorBoard events;
@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import utils
-from utils import UserError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
+
+from harness.cli import UserError  # noqa: E402
+from harness import cli, files, paths  # noqa: E402
 
 CONV_OPS = ("Conv2d", "CustomConv2d")
 PLOT_NAMES = ("learning_rate.png", "loss.png", "accuracy.png")
@@ -543,7 +545,7 @@ def write_plots(runs, out_dir):
         ax.plot(x, y, color=colors[i % len(colors)], label=run.name)
     ax.set(xlabel=EPOCH_AXIS, ylabel="learning rate", title="Learning rate")
     _finish(ax, fig)
-    utils.save_figure(fig, paths[0], dpi=110)
+    files.save_figure(fig, paths[0], dpi=110)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, run in enumerate(runs):
@@ -555,7 +557,7 @@ def write_plots(runs, out_dir):
             ax.plot(x, y, "--", color=color, label=f"{run.name} val")
     ax.set(xlabel=EPOCH_AXIS, ylabel="cross-entropy loss", title="Loss")
     _finish(ax, fig)
-    utils.save_figure(fig, paths[1], dpi=110)
+    files.save_figure(fig, paths[1], dpi=110)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, k in zip(axes, (1, 5)):
@@ -569,7 +571,7 @@ def write_plots(runs, out_dir):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    utils.save_figure(fig, paths[2], dpi=110)
+    files.save_figure(fig, paths[2], dpi=110)
     return paths
 
 
@@ -585,9 +587,9 @@ def _finish(ax, fig):
 
 
 def get_args_parser():
-    parser = utils.ArgumentParser(description="Markdown tables and PNG curves of the runs main.py wrote.")
-    parser.add_argument("folders", nargs="*", default=[str(utils.DEFAULT_LOG_DIR)],
-                        help=f"logs folders or run folders (default {utils.DEFAULT_LOG_DIR})")
+    parser = cli.ArgumentParser(description="Markdown tables and PNG curves of the runs main.py wrote.")
+    parser.add_argument("folders", nargs="*", default=[str(paths.DEFAULT_LOG_DIR)],
+                        help=f"logs folders or run folders (default {paths.DEFAULT_LOG_DIR})")
     parser.add_argument("--out", default=None, help="folder for report.md and the PNG plots "
                                                     "(default <first folder>/report)")
     parser.add_argument("--no-plots", action="store_true", help="print the tables only")
@@ -604,7 +606,7 @@ def make_report(folders, out_dir=None, plots=True):
     except OSError as exc:
         raise UserError(f"--out: cannot create {out_dir} ({exc.strerror})") from None
     written = [out_dir / "report.md"]
-    utils.write_text(written[0], text)
+    files.write_text(written[0], text)
     if plots:
         written += write_plots(runs, out_dir)
     return text, written
@@ -616,7 +618,7 @@ def main(argv=None):
         args = get_args_parser().parse_args(argv)
         text, written = make_report(args.folders, args.out, plots=not args.no_plots)
     except UserError as exc:
-        utils.print_user_error(exc)
+        cli.print_user_error(exc)
         return 2
     print(text)
     print("Written: " + ", ".join(map(str, written)))

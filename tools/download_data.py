@@ -1,7 +1,7 @@
 """Download MiniPlaces into data/ in the official layout (images/train|val|test, train.txt, val.txt,
 categories.txt).
 
-    python code/download_data.py [--data-dir data]
+    python tools/download_data.py [--data-dir data]
 
 Steps: download MIT's data.tar.gz (about 460 MB) with a progress line, resuming a partial download
 (data.tar.gz.part, HTTP Range); check its MD5; extract images/ safely (members that would land outside
@@ -22,8 +22,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-import utils
-from utils import UserError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
+
+from harness.cli import UserError  # noqa: E402
+from harness import cli, paths  # noqa: E402
 
 ARCHIVE_URL = "http://miniplaces.csail.mit.edu/data/data.tar.gz"
 ARCHIVE_MD5 = "265825ec94f79390e4f1e38045a69059"
@@ -258,7 +260,7 @@ def fetch(args):
 def get_args_parser():
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default=str(utils.DEFAULT_DATA_DIR), help="target folder")
+    parser.add_argument("--data-dir", default=str(paths.DEFAULT_DATA_DIR), help="target folder")
     parser.add_argument("--url", default=ARCHIVE_URL, help="URL of data.tar.gz")
     parser.add_argument("--md5", default=ARCHIVE_MD5, help="expected MD5 of data.tar.gz ('' skips the check)")
     parser.add_argument("--devkit-url", default=DEVKIT_URL,
@@ -274,7 +276,7 @@ def main(argv=None):
     try:
         counts = fetch(args)
     except UserError as error:
-        utils.print_user_error(error)
+        cli.print_user_error(error)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; run again to resume", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Make the MiniPlaces challenge submission from a trained checkpoint.
 
-    python code/predict.py [data_folder] --resume logs/<run>/model_best.pth.tar [--out results]
+    python tools/predict.py [data_folder] --resume logs/<run>/model_best.pth.tar [--out results]
                            [--gpu N] [-b 100] [-j 4] [--no-flip]
 
 Writes into --out (default the repo's results/), each file atomically:
@@ -10,7 +10,7 @@ Writes into --out (default the repo's results/), each file atomically:
   predictions_test.txt   `test/00000001.jpg l1 l2 l3 l4 l5` per test image, in name order: the 5 most
                          confident distinct labels, the most confident first (the devkit's format)
   predictions_val.txt    the same for the val images
-and prints the val top-1 ... top-5 error table (score.py prints the same table from the file).
+and prints the val top-1 ... top-5 error table (scoring.py prints the same table from the file).
 Logits are averaged over each image and its horizontal flip, as main.py's -e does (--no-flip: off).
 The network runs with nn.Conv2d whatever conv op it was trained with: both share one state_dict.
 """
@@ -22,16 +22,12 @@ from pathlib import Path
 
 import torch
 
-import checkpoints
-import custom_dataloader
-import custom_transforms
-import devices
-import loaders
-import models
-import score
-import student_interface
-import utils
-from utils import UserError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
+
+from harness import checkpoints, cli, devices, files, loaders, models, paths, scoring, student  # noqa: E402
+import custom_dataloader  # noqa: E402
+import custom_transforms  # noqa: E402
+from harness.cli import UserError  # noqa: E402
 
 MODEL_NAME = "model.pth.tar"
 TEST_PREDICTIONS = "predictions_test.txt"
@@ -39,13 +35,13 @@ VAL_PREDICTIONS = "predictions_val.txt"
 
 
 def get_args_parser():
-    parser = utils.ArgumentParser(description="Write results/: the challenge model and the test and val predictions.",
-                     formatter_class=utils.HelpFormatter)
-    parser.add_argument("data_folder", nargs="?", default=str(utils.DEFAULT_DATA_DIR),
+    parser = cli.ArgumentParser(description="Write results/: the challenge model and the test and val predictions.",
+                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("data_folder", nargs="?", default=str(paths.DEFAULT_DATA_DIR),
                         help="MiniPlaces folder (val.txt, images/val, images/test)")
     parser.add_argument("--resume", required=True, metavar="PATH",
                         help="checkpoint of main.py, e.g. logs/<run>/model_best.pth.tar")
-    parser.add_argument("--out", default=str(utils.DEFAULT_RESULTS_DIR), help="folder for the submission files")
+    parser.add_argument("--out", default=str(paths.DEFAULT_RESULTS_DIR), help="folder for the submission files")
     parser.add_argument("--gpu", default=None, type=int,
                         help="GPU index; negative for the CPU; default the first GPU if any, else the CPU")
     parser.add_argument("-b", "--batch-size", default=100, type=int, help="images per forward pass")
@@ -90,7 +86,7 @@ def predict_top5(model, loader, device, flip_average=True, channels_last=False):
         logits = model(images)  # (B, C)
         if flip_average:
             logits = 0.5 * (logits + model(torch.flip(images, dims=(3,))))
-        guesses.append(logits.topk(score.NUM_GUESSES, dim=1, sorted=True).indices.cpu())  # (B, 5)
+        guesses.append(logits.topk(scoring.NUM_GUESSES, dim=1, sorted=True).indices.cpu())  # (B, 5)
     return torch.cat(guesses)
 
 
@@ -125,8 +121,8 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     if checkpoint.num_classes not in (None, num_classes):
         raise UserError(f"--resume: {checkpoint_path} was trained on {checkpoint.num_classes} classes but "
                         f"{root} has {num_classes}")
-    if num_classes < score.NUM_GUESSES:
-        raise UserError(f"{root}: {num_classes} classes; the challenge needs at least {score.NUM_GUESSES}")
+    if num_classes < scoring.NUM_GUESSES:
+        raise UserError(f"{root}: {num_classes} classes; the challenge needs at least {scoring.NUM_GUESSES}")
     # nn.Conv2d whatever conv op it was trained with: both share one state_dict.
     arch, model, note = models.model_for_checkpoint(checkpoint, None, num_classes)
     if note:
@@ -157,15 +153,15 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     _, test_text = predict(test_set)
     val_predictions, val_text = predict(val_set)
     truth = {name: label for name, label in val_set.samples}
-    errors = score.top_k_errors(val_predictions, truth, source=VAL_PREDICTIONS)
+    errors = scoring.top_k_errors(val_predictions, truth, source=VAL_PREDICTIONS)
 
-    utils.atomic_write(out_dir / MODEL_NAME, lambda f: f.write(model_bytes))
-    utils.write_text(out_dir / TEST_PREDICTIONS, test_text)
-    utils.write_text(out_dir / VAL_PREDICTIONS, val_text)
+    files.atomic_write(out_dir / MODEL_NAME, lambda f: f.write(model_bytes))
+    files.write_text(out_dir / TEST_PREDICTIONS, test_text)
+    files.write_text(out_dir / VAL_PREDICTIONS, val_text)
     log(f"=> {out_dir / MODEL_NAME} ({len(model_bytes) / 2**20:.2f} MiB, {arch} after epoch "
         f"{checkpoint.epoch}), {out_dir / TEST_PREDICTIONS}, {out_dir / VAL_PREDICTIONS}")
     log(f"val error ({'image + flip averaged' if flip_average else 'image only'}):")
-    log(score.format_error_table(errors, len(truth)))
+    log(scoring.format_error_table(errors, len(truth)))
     return errors
 
 
@@ -184,15 +180,15 @@ def main(argv=None):
                         channels_last=args.channels_last)
         return 0
     except UserError as exc:
-        utils.print_user_error(exc)
-        return 4 if isinstance(exc, student_interface.StudentCodeError) else 2
+        cli.print_user_error(exc)
+        return 4 if isinstance(exc, student.StudentCodeError) else 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # the student's code may raise anything; our own bugs keep their traceback
-        if not student_interface.raised_in_student_code(exc):
+        if not student.raised_in_student_code(exc):
             raise
-        utils.print_user_error(f"{student_interface.describe(exc)} (an error in the student's code)")
+        cli.print_user_error(f"{student.describe(exc)} (an error in the student's code)")
         return 4
 
 

@@ -1,6 +1,6 @@
 """Pack the hand-in, as the assignment's zip_submission.py: code/, writeup/ (when present) and results/.
 
-    python code/zip_submission.py [--output submission.zip]
+    python tools/zip_submission.py [--output submission.zip]
 
 Paths inside the zip are relative to the repository root (code/main.py, results/model.pth.tar, ...).
 Never packed: data/, logs/, checkpoints outside results/ (*.pth, *.pth.tar, *.pt, *.ckpt), caches
@@ -12,9 +12,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import models
-import utils
-from utils import UserError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
+
+from harness import cli, files, models, paths  # noqa: E402
+from harness.cli import UserError  # noqa: E402
 
 PACKED_FOLDERS = ("code", "writeup", "results")
 REQUIRED_FOLDERS = ("code", "results")
@@ -29,11 +30,11 @@ def _is_checkpoint(name):
     return name.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
-def collect_files(repo_root=utils.REPO_ROOT, output=None):
+def collect_files(repo_root=paths.REPO_ROOT, output=None):
     """([(file path, name in the zip)], [warnings]) of what the hand-in holds, sorted by name."""
     repo_root = Path(repo_root)
     output = Path(output).resolve() if output else None
-    files, warnings = [], []
+    packed, warnings = [], []
     for folder in REQUIRED_FOLDERS:
         if not (repo_root / folder).is_dir():
             raise UserError(f"{repo_root / folder}: folder not found (run from a checkout of the assignment)")
@@ -53,49 +54,49 @@ def collect_files(repo_root=utils.REPO_ROOT, output=None):
                 elif folder != "results" and _is_checkpoint(name):
                     warnings.append(f"skipped {arcname}: checkpoints go in results/ only")
                 else:
-                    files.append((path, arcname))
-    present = {arcname for _, arcname in files}
+                    packed.append((path, arcname))
+    present = {arcname for _, arcname in packed}
     missing = [name for name in EXPECTED_RESULTS if f"results/{name}" not in present]
     if missing:
-        warnings.append(f"results/ lacks {', '.join(missing)} (make them with code/predict.py)")
-    return files, warnings
+        warnings.append(f"results/ lacks {', '.join(missing)} (make them with tools/predict.py)")
+    return packed, warnings
 
 
-def check_model_size(repo_root=utils.REPO_ROOT):
+def check_model_size(repo_root=paths.REPO_ROOT):
     """Refuse a results/model.pth.tar at or over the challenge's limit (models.MAX_MODEL_BYTES)."""
     model = Path(repo_root) / "results" / "model.pth.tar"
     if model.is_file():
         models.check_model_size(model.stat().st_size, model)
 
 
-def make_zip(repo_root=utils.REPO_ROOT, output=None):
+def make_zip(repo_root=paths.REPO_ROOT, output=None):
     """Write the zip atomically; returns (zip path, [names packed], [warnings])."""
     repo_root = Path(repo_root)
     output = Path(output) if output else repo_root / "submission.zip"
     check_model_size(repo_root)
-    files, warnings = collect_files(repo_root, output)
+    packed, warnings = collect_files(repo_root, output)
 
     def write(f):
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for path, arcname in files:
+            for path, arcname in packed:
                 archive.write(path, arcname)
 
     try:
-        utils.atomic_write(output, write)
+        files.atomic_write(output, write)
     except OSError as exc:
         raise UserError(f"--output: cannot write {output} ({exc.strerror or exc})") from None
-    return output, [arcname for _, arcname in files], warnings
+    return output, [arcname for _, arcname in packed], warnings
 
 
 def main(argv=None):
     """Entry point; returns the exit code (0, or 2 for a user error)."""
-    parser = utils.ArgumentParser(description="Zip code/, writeup/ and results/ into submission.zip.")
-    parser.add_argument("--output", default=str(utils.REPO_ROOT / "submission.zip"), help="zip file to write")
+    parser = cli.ArgumentParser(description="Zip code/, writeup/ and results/ into submission.zip.")
+    parser.add_argument("--output", default=str(paths.REPO_ROOT / "submission.zip"), help="zip file to write")
     try:
         args = parser.parse_args(argv)
-        output, names, warnings = make_zip(utils.REPO_ROOT, args.output)
+        output, names, warnings = make_zip(paths.REPO_ROOT, args.output)
     except UserError as exc:
-        utils.print_user_error(exc)
+        cli.print_user_error(exc)
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

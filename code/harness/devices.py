@@ -1,11 +1,12 @@
 """Devices and processes: the CPU or a GPU, torchrun's process group, and mixed-precision settings."""
+import math
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from utils import UserError
+from .cli import UserError
 
 
 def setup_distributed():
@@ -107,3 +108,26 @@ class Context:
 def local_process_count():
     """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def reset_peak_memory(device):
+    """Start a new peak-memory window (CUDA only: the CPU's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device):
+    """Peak memory in MiB: CUDA's max allocated on a GPU; the process's peak resident size on the CPU.
+
+    The CPU figure is the peak since the process started (getrusage cannot be reset); NaN where the
+    `resource` module does not exist (Windows).
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 2**10

@@ -1,19 +1,15 @@
-"""Score MiniPlaces predictions as the challenge devkit's eval_cls does: the top-1 ... top-5 error.
-
-    python code/score.py results/predictions_val.txt data/val.txt
+"""Score MiniPlaces predictions as the challenge devkit's eval_cls does: the top-1 ... top-5 error
+(`python tools/score.py results/predictions_val.txt data/val.txt` prints the table).
 
 A prediction file has one line per image, `val/00000001.jpg l1 l2 l3 l4 l5`: five distinct class
 indices, the most confident first. An image's top-k error is 0 when its true label is among the first
 k guesses and 1 otherwise; the table gives the mean over all images for k = 1..5 (the challenge ranks
 by the top-5 error). Every ground-truth image must be predicted exactly once and no other.
-
-Importable: read_predictions, read_ground_truth, top_k_errors, format_error_table.
 """
-import sys
 from pathlib import Path
 
-import custom_dataloader  # its label-file parser gives the file:line messages
-from utils import ArgumentParser, UserError, print_user_error
+from .cli import UserError
+from .labels import parse_categories, parse_label_file
 
 NUM_GUESSES = 5
 DEFAULT_NUM_CLASSES = 100
@@ -35,13 +31,13 @@ def num_classes_for(ground_truth_file):
     """Classes in categories.txt next to the ground-truth file (the demo dataset has 10), else 100."""
     categories = Path(ground_truth_file).with_name("categories.txt")
     if categories.is_file():
-        return len(custom_dataloader.parse_categories(categories))
+        return len(parse_categories(categories))
     return DEFAULT_NUM_CLASSES
 
 
 def read_ground_truth(path, num_classes=DEFAULT_NUM_CLASSES):
     """{image name: label} from a label file like val.txt (`val/00000001.jpg 71` per line)."""
-    return {name: label for name, label, _ in custom_dataloader.parse_label_file(path, num_classes)}
+    return {name: label for name, label, _ in parse_label_file(path, num_classes)}
 
 
 def parse_prediction_line(line, where, num_classes):
@@ -112,30 +108,3 @@ def score_files(predictions_file, ground_truth_file, num_classes=None):
     truth = read_ground_truth(ground_truth_file, num_classes)
     predictions = read_predictions(predictions_file, num_classes)
     return top_k_errors(predictions, truth, source=str(predictions_file)), len(truth)
-
-
-def get_args_parser():
-    parser = ArgumentParser(description="Top-1 ... top-5 error of a MiniPlaces prediction file (devkit eval_cls).")
-    parser.add_argument("predictions", help="prediction file, e.g. results/predictions_val.txt")
-    parser.add_argument("ground_truth", help="label file, e.g. data/val.txt")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="labels lie in 0..N-1 (default: categories.txt next to the label file, else 100)")
-    return parser
-
-
-def main(argv=None):
-    """Entry point; returns the exit code (0, or 2 for a user error)."""
-    try:  # the data issue's DataError is a UserError too
-        args = get_args_parser().parse_args(argv)
-        if args.num_classes is not None and args.num_classes < NUM_GUESSES:
-            raise UserError(f"--num-classes must be at least {NUM_GUESSES}, got {args.num_classes}")
-        errors, count = score_files(args.predictions, args.ground_truth, args.num_classes)
-    except UserError as exc:
-        print_user_error(exc)
-        return 2
-    print(format_error_table(errors, count))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import utils
-from utils import UserError
+from .cli import UserError
+from . import files
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
 BEST_NAME = "model_best.pth.tar"
@@ -294,7 +294,7 @@ def save(state, run_dir, is_best=False):
                              f"{', '.join(bad[:3])}; {Path(run_dir) / CHECKPOINT_NAME} keeps the last finite one")
     run_dir = Path(run_dir)
     last = run_dir / CHECKPOINT_NAME
-    utils.atomic_write(last, lambda f: torch.save(state, f))
+    files.atomic_write(last, lambda f: torch.save(state, f))
     if is_best:
         copy_to_best(run_dir)
     return last
@@ -304,7 +304,7 @@ def copy_to_best(run_dir):
     """model_best.pth.tar := checkpoint.pth.tar, atomically."""
     run_dir = Path(run_dir)
     with open(run_dir / CHECKPOINT_NAME, "rb") as src:
-        utils.atomic_write(run_dir / BEST_NAME, lambda f: shutil.copyfileobj(src, f))
+        files.atomic_write(run_dir / BEST_NAME, lambda f: shutil.copyfileobj(src, f))
 
 
 def model_only(checkpoint, arch):

@@ -17,10 +17,8 @@ import os
 import torch
 import torch.nn as nn
 
-import checkpoints
-import devices
-import student_interface
-from utils import UserError
+from . import checkpoints, devices, student
+from .cli import UserError
 
 # --arch name -> the class (or function) student_code.py defines for it.
 ARCHS = {
@@ -59,15 +57,15 @@ def arch_of(constructor):
 def constructor_for(arch):
     """(arch name, callable) for an --arch name, a class name of student_code.py, or None (default_model)."""
     if arch is None:
-        constructor = student_interface.get("default_model", "building the network without --arch")
+        constructor = student.get("default_model", "building the network without --arch")
         return arch_of(constructor), constructor
     if arch in HARNESS_ARCHS:
         return arch, resnet18
     class_name = ARCHS.get(arch, arch)
-    module = student_interface.load()
+    module = student.load()
     constructor = getattr(module, class_name, None)
     if not callable(constructor):
-        raise UserError(f"--arch {arch}: {student_interface.FILE_NAME} defines no {class_name} "
+        raise UserError(f"--arch {arch}: {student.FILE_NAME} defines no {class_name} "
                         f"(the class --arch {arch} builds)")
     return arch, constructor
 
@@ -93,22 +91,22 @@ def build_model(arch, num_classes, use_custom_conv=False, init="model", pretrain
     kwargs = {"num_classes": num_classes}
     if use_custom_conv:
         if not _accepts(constructor, "conv_op"):
-            raise UserError(f"--use-custom-conv: {student_interface.FILE_NAME}'s {constructor.__name__} takes "
+            raise UserError(f"--use-custom-conv: {student.FILE_NAME}'s {constructor.__name__} takes "
                             "no conv_op argument, so its convolutions cannot be swapped")
-        kwargs["conv_op"] = student_interface.get("CustomConv2d", "--use-custom-conv")
+        kwargs["conv_op"] = student.get("CustomConv2d", "--use-custom-conv")
     if arch in HARNESS_ARCHS:
         kwargs["pretrained"] = pretrained
     elif not _accepts(constructor, "num_classes"):
-        raise UserError(f"{student_interface.FILE_NAME}'s {constructor.__name__} takes no num_classes argument")
+        raise UserError(f"{student.FILE_NAME}'s {constructor.__name__} takes no num_classes argument")
     try:
         model = constructor(**kwargs)
     except UserError:
         raise
     except Exception as exc:  # the student's constructor may raise anything
-        raise student_interface.StudentCodeError(
-            f"building {constructor.__name__}: {student_interface.describe(exc)}") from None
+        raise student.StudentCodeError(
+            f"building {constructor.__name__}: {student.describe(exc)}") from None
     if not isinstance(model, nn.Module):
-        raise UserError(f"{student_interface.FILE_NAME}'s {constructor.__name__} returned a "
+        raise UserError(f"{student.FILE_NAME}'s {constructor.__name__} returned a "
                         f"{type(model).__name__}, not a torch.nn.Module")
     if init == "pytorch":
         reset_to_pytorch_init_(model)
@@ -128,16 +126,16 @@ def check_logits(model, num_classes, arch, size=128):
         with torch.no_grad():
             output = model(torch.zeros(2, 3, size, size))
     except Exception as exc:  # the student's forward may raise anything
-        raise student_interface.StudentCodeError(
-            f"running {type(model).__name__} on two blank images: {student_interface.describe(exc)}") from None
+        raise student.StudentCodeError(
+            f"running {type(model).__name__} on two blank images: {student.describe(exc)}") from None
     finally:
         for module, training in modes:
             module.training = training
     if not isinstance(output, torch.Tensor) or output.shape != (2, num_classes):
         got = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
             else f"a {type(output).__name__}"
-        raise student_interface.StudentCodeError(
-            f"{student_interface.FILE_NAME}'s {type(model).__name__} (--arch {arch}) returned {got} for a batch of "
+        raise student.StudentCodeError(
+            f"{student.FILE_NAME}'s {type(model).__name__} (--arch {arch}) returned {got} for a batch of "
             f"2 images, not (2, {num_classes}) logits: its forward must return one row of {num_classes} class "
             "scores per image")
 
@@ -153,7 +151,7 @@ def channels_last_failure(model, size=128):
         output = probe(images)
         output.float().sum().backward()
     except Exception as exc:  # the student's code may raise anything
-        return f"{type(model).__name__} fails in NHWC ({student_interface.describe(exc)})"
+        return f"{type(model).__name__} fails in NHWC ({student.describe(exc)})"
     return None
 
 
@@ -171,7 +169,7 @@ def choose_channels_last(requested, device, model, amp=False, say=print):
 def candidate_archs():
     """Every network the harness can build with this student's file: the registry's names it defines,
     then default_model's class when the registry does not name it, then the harness's own."""
-    module = student_interface.load()
+    module = student.load()
     names = [arch for arch, class_name in ARCHS.items() if callable(getattr(module, class_name, None))]
     default = getattr(module, "default_model", None)
     if default is not None and arch_of(default) not in names:
@@ -218,7 +216,7 @@ def model_for_checkpoint(checkpoint, arch, num_classes, use_custom_conv=False, f
                 f"({ARCHS.get(fitting, fitting)}): building that")
         name, model = build_model(fitting, num_classes, use_custom_conv, pretrained=False)
         return name, model, note
-    where = f"they fit --arch {fitting}" if fitting else f"they fit no network of {student_interface.FILE_NAME}"
+    where = f"they fit --arch {fitting}" if fitting else f"they fit no network of {student.FILE_NAME}"
     raise checkpoints.CheckpointError(
         f"{flag}: the weights in {checkpoint.path} do not fit {name} ({ARCHS.get(name, name)}): "
         f"{checkpoints.summarize(problems)}; {where}")

@@ -10,9 +10,8 @@ layout cue.) Positions, sizes, counts
 and noise are random too. Everything derives from one seed (NumPy's generator), so the same seed
 writes the same files.
 
-Run `python code/demo_data.py [folder]` to write it (default data/miniplaces_demo).
+`python tools/demo_data.py [folder]` writes it (default data/miniplaces_demo).
 """
-import argparse
 import json
 import math
 import os
@@ -23,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-import utils
+from . import cli, paths
 
-DEFAULT_DEMO_DIR = utils.DEFAULT_DATA_DIR / "miniplaces_demo"
+
+DEFAULT_DEMO_DIR = paths.DEFAULT_DATA_DIR / "miniplaces_demo"
 DEMO_NUM_CLASSES = 10
 IMAGE_SIZE = 128
 DEFAULT_TRAIN_PER_CLASS = 150
@@ -292,7 +292,7 @@ def check_target(root):
     """Raise UserError unless `root` is absent, an empty folder or an earlier demo dataset: the only
     folders that generating may replace."""
     if root.exists() and not (root.is_dir() and (_read_marker(root) is not None or not any(root.iterdir()))):
-        raise utils.UserError(f"{root}: exists and is not a demo dataset; choose another folder")
+        raise cli.UserError(f"{root}: exists and is not a demo dataset; choose another folder")
 
 
 def make_demo_dataset(root, seed=0, train_per_class=DEFAULT_TRAIN_PER_CLASS,
@@ -311,15 +311,15 @@ def make_demo_dataset(root, seed=0, train_per_class=DEFAULT_TRAIN_PER_CLASS,
     for count, name in ((train_per_class, "--train-per-class"), (val_per_class, "--val-per-class"),
                         (test_count, "--test-count")):
         if count < 1:
-            raise utils.UserError(f"{name} must be at least 1, got {count}")
+            raise cli.UserError(f"{name} must be at least 1, got {count}")
     if seed < 0:
-        raise utils.UserError(f"--seed must be at least 0, got {seed}")
+        raise cli.UserError(f"--seed must be at least 0, got {seed}")
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         blocker = next((parent for parent in root.parents if parent.exists() and not parent.is_dir()), None)
         reason = f"{blocker} is a file" if blocker else error.strerror
-        raise utils.UserError(f"{root}: cannot create its folder ({reason})") from None
+        raise cli.UserError(f"{root}: cannot create its folder ({reason})") from None
     _remove_stale_partials(root)
     partial = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -368,32 +368,3 @@ def ensure_demo_dataset(root=DEFAULT_DEMO_DIR, seed=0):
     check_target(root)
     print(f"generating the demo dataset in {root} ...", file=sys.stderr, flush=True)
     return make_demo_dataset(root, seed, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS, DEFAULT_TEST_COUNT)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("root", nargs="?", default=str(DEFAULT_DEMO_DIR),
-                        help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=DEFAULT_TRAIN_PER_CLASS,
-                        help="train images per class (default: %(default)s)")
-    parser.add_argument("--val-per-class", type=int, default=DEFAULT_VAL_PER_CLASS,
-                        help="val images per class (default: %(default)s)")
-    parser.add_argument("--test-count", type=int, default=DEFAULT_TEST_COUNT,
-                        help="test images (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        root = make_demo_dataset(args.root, args.seed, args.train_per_class, args.val_per_class,
-                                 args.test_count)
-    except utils.UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
-    print(f"wrote the demo dataset to {root}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import utils
-from utils import AverageMeter
+from .metrics import AverageMeter
+from . import files, images
 
 
 class RunLog:
@@ -71,7 +71,7 @@ class RunLog:
         """An image grid (C, H, W) in [0, 1] (C = 1, 3 or 4) to TensorBoard under `tag` and to
         <run>/<name>_<step>.png.
 
-        Encoded once, for both (utils.encode_png, zlib level 1): add_image would encode its own copy at
+        Encoded once, for both (images.encode_png, zlib level 1): add_image would encode its own copy at
         level 6, 1.3 s more per grid. SummaryWriter has no public call for encoded bytes, so the summary
         goes to its file writer as add_image itself sends it.
         """
@@ -79,12 +79,12 @@ class RunLog:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        png = utils.encode_png(image)
+        png = images.encode_png(image)
         channels, height, width = image.shape
         summary = Summary(value=[Summary.Value(tag=tag, image=Summary.Image(
             height=height, width=width, colorspace=channels, encoded_image_string=png))])
         self._writer._get_file_writer().add_summary(summary, step)
-        utils.atomic_write(self.run_dir / f"{tag.split('/')[-1]}_{step:04d}.png", lambda f: f.write(png))
+        files.atomic_write(self.run_dir / f"{tag.split('/')[-1]}_{step:04d}.png", lambda f: f.write(png))
 
     def flush(self):
         for writer in self._writers():
