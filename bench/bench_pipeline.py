@@ -13,7 +13,7 @@ process). Skips with a message when the data is absent.
 
 With --workers N it measures the pipeline as main.py's training sees it instead: a DataLoader with N
 worker processes (the deferred train transforms, --batch-size, shuffled, drop-last, pinned memory on
-CUDA), each batch resampled on --device by loaders.to_device, from JPEG or with --cache from a uint8
+CUDA), each batch resampled on --device by loaders.finish_deferred_batch, from JPEG or with --cache from a uint8
 cache built first in a temporary folder. Each epoch draws --samples images (as many permutations of
 the train split as needed, so a small generated dataset gives long epochs) and the figure is the
 best images/s over the epochs after the first, which includes starting the workers; the device is
@@ -76,7 +76,7 @@ def loader_epochs(loader, device, channels_last, epochs):
     for _ in range(epochs):
         start, count = time.perf_counter(), 0
         for images, target in loader:
-            images, target = loaders.to_device(images, target, device, channels_last)
+            images, target = loaders.finish_deferred_batch(images, target, device, channels_last)
             count += target.shape[0]
         if device.type == "cuda":
             torch.cuda.synchronize(device)

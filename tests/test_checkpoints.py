@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch import serialization
 
 from harness import checkpoints, demo_data, models
+from harness import engine
 import custom_dataloader
 import custom_transforms
 import main
@@ -351,12 +352,12 @@ def test_impossible_checkpoints_are_one_line(make, message, tiny_data, tmp_path,
 
 
 def test_model_best_is_written_even_when_every_epoch_scores_zero(tiny_data, tmp_path, monkeypatch, capsys):
-    real_validate = main.engine.validate
+    real_validate = engine.validate
 
     def zero(*args, **kwargs):
         return {**real_validate(*args, **kwargs), "top1": 0.0}
 
-    monkeypatch.setattr(main.engine, "validate", zero)
+    monkeypatch.setattr(engine, "validate", zero)
     code, _, err = run_main([tiny_data, "--epochs", "1", "-b", "10", "-j", "0", "--seed", "0", "--logdir", tmp_path,
                              "--run-name", "zero"], capsys)
     assert code == 0, err

@@ -10,12 +10,8 @@ Run: python -m pytest tests/test_main.py -q --durations=10
 import io
 import json
 import math
-import os
 import random
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,39 +20,25 @@ import torch.nn as nn
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from harness import checkpoints, demo_data, devices, engine, metrics, models, rng, runs
+from harness import checkpoints, demo_data, devices, engine, evaluation, metrics, rng, runs
 import custom_dataloader
 import custom_transforms
 import main
 import student_code
 from harness.images import encode_png
+from helpers import MAIN_PY, load_model, run_main, run_python, run_torchrun
+import helpers
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_PER_CLASS, VAL_PER_CLASS = 2, 1
+TRAIN_PER_CLASS, VAL_PER_CLASS = 2, 1  # conftest's tiny_data
 EPOCHS, BATCH, PRINT_FREQ = 2, 4, 2
 ITERS = demo_data.DEMO_NUM_CLASSES * TRAIN_PER_CLASS // BATCH  # 5 per epoch (drop_last)
 METRIC_KEYS = {"epoch", "lr", "train_loss", "train_top1", "train_top5", "val_top1", "val_top5",
                "epoch_minutes", "images_per_s", "peak_mem_mib", "device"}
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0,
-                                       train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
-                                       test_count=1)
-
-
-def train_argv(data, logdir, run_name, *extra):
-    return [str(data), "--epochs", str(EPOCHS), "--warmup-epochs", "1", "-b", str(BATCH), "-j", "0",
-            "--lr", "0.05", "--seed", "0", "-p", str(PRINT_FREQ), "--gpu", "-1", "--logdir", str(logdir),
-            "--run-name", run_name, *extra]
-
-
-def run_main(argv, capsys):
-    """(exit code, stdout, stderr) of main.main(argv)."""
-    code = main.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+def train_argv(data, logdir, run_name, *extra, epochs=EPOCHS, warmup_epochs=1):
+    return helpers.train_argv(data, logdir, run_name, *extra, epochs=epochs, warmup_epochs=warmup_epochs,
+                              batch_size=BATCH, lr=0.05, print_freq=PRINT_FREQ)
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +60,6 @@ def image_tags(folder):
     accumulator = EventAccumulator(str(folder), size_guidance={"images": 0})
     accumulator.Reload()
     return set(accumulator.Tags()["images"])
-
-
-def load_model(checkpoint_path):
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    model = models.build_model(checkpoint["arch"], checkpoint["num_classes"])[1]
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
 
 
 def val_batches(data):
@@ -252,7 +227,7 @@ def test_png_grids_of_one_three_and_four_channels_decode_to_their_pixels():
 def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
     # Worth its ~10 s: the only run of -a, -v and --eps-sweep through main.py. The sweep is cut to two
     # epsilons (the loop is the same for five); each nonzero one costs 10 PGD steps over val.
-    monkeypatch.setattr(main, "SWEEP_EPSILONS", (0.0, 0.1))
+    monkeypatch.setattr(evaluation, "SWEEP_EPSILONS", (0.0, 0.1))
     argv = [tiny_data, "-a", "-v", "--eps-sweep", "--resume", trained_run / checkpoints.CHECKPOINT_NAME, "-j", "0"]
     code, out, _ = run_main(argv, capsys)
     assert code == 0
@@ -262,7 +237,7 @@ def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
     assert result["clean"]["top1"] == pytest.approx(last_val["val_top1"])
     assert result["clean"]["top5"] == pytest.approx(last_val["val_top5"])
     rows = {row["epsilon"]: row for row in result["attacks"]}
-    assert sorted(rows) == list(main.SWEEP_EPSILONS)
+    assert sorted(rows) == list(evaluation.SWEEP_EPSILONS)
     assert rows[0.0]["top1"] == pytest.approx(result["clean"]["top1"])
     assert rows[0.1]["top1"] <= result["clean"]["top1"]
     table = (trained_run / "robustness.md").read_text()
@@ -349,16 +324,15 @@ def test_metrics_of_a_resumed_run_read_with_a_bom(tmp_path):
     # metrics.json edited and saved by a Windows editor ("UTF-8 with BOM") still counts.
     records = [{"epoch": 0, "val_top1": 10.0}, {"epoch": 1, "val_top1": 20.0}]
     (tmp_path / "metrics.json").write_text("\ufeff" + json.dumps(records), encoding="utf-8")
-    assert main.load_metrics(tmp_path, epochs_done=1) == records[:1]
+    assert runs.load_metrics(tmp_path, epochs_done=1) == records[:1]
 
 
 def test_script_exit_code_without_traceback(tmp_path):
     # A real process (a few seconds of imports): `python code/main.py` must exit 2 with one line,
     # not a traceback; in-process calls cannot show the interpreter's own exit path.
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "code" / "main.py"), str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: data folder {tmp_path / 'nowhere'} does not exist "
+    code, _, err = run_python(MAIN_PY, tmp_path / "nowhere", timeout=120)
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: data folder {tmp_path / 'nowhere'} does not exist "
                                                   "(give the MiniPlaces folder, or run --demo)"]
 
 
@@ -369,15 +343,10 @@ def test_script_exit_code_without_traceback(tmp_path):
 
 def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     # Worth its ~20 s: the only check that DDP, gloo, the samplers and the all-reduced metrics work.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            str(REPO_ROOT / "code" / "main.py"), *train_argv(tiny_data, tmp_path, "ddp")]
-    argv[argv.index("--epochs") + 1] = "1"
-    argv[argv.index("--warmup-epochs") + 1] = "0"
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    code, out, err = run_torchrun(train_argv(tiny_data, tmp_path, "ddp", epochs=1, warmup_epochs=0))
+    assert code == 0, err[-2000:]
     run_dir = tmp_path / "ddp"
-    assert result.stdout.count("2 process(es)") == 1  # only rank 0 prints
+    assert out.count("2 process(es)") == 1  # only rank 0 prints
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
     (record,) = json.loads((run_dir / "metrics.json").read_text())
     assert record["world_size"] == 2

@@ -8,8 +8,6 @@ Run: python -m pytest tests/test_resume.py -q
 import json
 import os
 import shutil
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -17,22 +15,17 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
-from harness import checkpoints, demo_data, devices, engine
+from harness import checkpoints, devices, engine, loaders, runs, training
 import main
+import helpers
+from helpers import run_main, run_torchrun
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ITERS = 5  # 20 training images, batch 4
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=2,
-                                       val_per_class=1, test_count=1)
+ITERS = 5  # conftest's tiny_data: 20 training images, batch 4
 
 
-def argv(data, logdir, run_name, *extra, epochs=3):
-    return [str(data), "--epochs", str(epochs), "-b", "4", "-j", "0", "--lr", "0.05", "--seed", "0", "-p", "2",
-            "--gpu", "-1", "--logdir", str(logdir), "--run-name", run_name, *map(str, extra)]
+def argv(data, logdir, run_name, *extra, epochs=3, batch_size=4):
+    return helpers.train_argv(data, logdir, run_name, *extra, epochs=epochs, batch_size=batch_size, lr=0.05,
+                              print_freq=2)
 
 
 def interrupted_after(epochs_done, monkeypatch):
@@ -46,12 +39,6 @@ def interrupted_after(epochs_done, monkeypatch):
 
     monkeypatch.setattr(engine, "train_one_epoch", stop)
     return real
-
-
-def run_main(arguments, capsys):
-    code = main.main(arguments)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +55,31 @@ def test_resume_keeps_the_runs_settings(custom_conv_run, tiny_data, tmp_path, ca
     logdir, run_dir = custom_conv_run
     copy = tmp_path / "custom"
     shutil.copytree(run_dir, copy)
-    # Nothing but the data and the checkpoint: the conv op, lr and epochs come from the run; the memory
-    # format is the CPU's faster one (the run was forced to NCHW), and that is said.
+    # Nothing but the data and the checkpoint: the conv op, lr and epochs come from the run; a network
+    # built with the custom conv runs NCHW by default, as the run did, so nothing is said.
     code, out, err = run_main([str(tiny_data), "--resume", str(copy / checkpoints.CHECKPOINT_NAME), "-j", "0",
                                "--gpu", "-1"], capsys)
     assert code == 0, err
-    assert "=> simplenet (CustomConv2d) on cpu (NHWC)" in out and "epochs 1..2" in out
+    assert "=> simplenet (CustomConv2d) on cpu (NCHW)" in out and "epochs 1..2" in out
     args = json.loads((copy / "args.json").read_text())
     assert (args["use_custom_conv"], args["channels_last"], args["lr"], args["epochs"], args["batch_size"]) == \
-        (True, True, 0.05, 3, 4)
+        (True, False, 0.05, 3, 4)
     assert checkpoints.read(copy / checkpoints.CHECKPOINT_NAME).conv_op == "CustomConv2d"
-    notes = [line for line in out.splitlines() if line.startswith("note:")]
-    assert notes == ["note: the run trained in NCHW; it continues in NHWC, the default on cpu "
-                     "(--no-channels-last keeps the run's)"]
+    assert [line for line in out.splitlines() if line.startswith("note:")] == []
+
+
+@pytest.mark.parametrize("trained, now, given, expected", [
+    (False, True, set(), "note: the run trained in NCHW; it continues in NHWC, the default on cpu "
+                         "(--no-channels-last keeps the run's)"),
+    (True, False, set(), "note: the run trained in NHWC; it continues in NCHW, the default on cpu "
+                         "(--channels-last keeps the run's)"),
+    (False, True, {"channels_last"}, None),  # asked for: nothing to say
+    (True, True, set(), None),
+])
+def test_a_resumed_run_in_another_memory_format_says_so(trained, now, given, expected):
+    checkpoint = checkpoints.Checkpoint(Path("c.pth"), "main.py", {}, args={"channels_last": trained})
+    config = types.SimpleNamespace(channels_last=now)
+    assert runs.memory_format_note(config, given, devices.Context(torch.device("cpu")), checkpoint) == expected
 
 
 def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_run, tiny_data, tmp_path, capsys):
@@ -105,7 +104,7 @@ def test_a_flag_given_again_with_another_value_is_applied_and_said(custom_conv_r
 def test_switching_amp_on_starts_a_fresh_grad_scaler():
     # On a GPU --amp means an enabled GradScaler; the run it resumes saved a disabled one's empty state.
     model = torch.nn.Linear(2, 2)
-    run = types.SimpleNamespace(args=types.SimpleNamespace(epochs=3, seed=0), start_epoch=0, best_acc1=0.0,
+    run = types.SimpleNamespace(config=types.SimpleNamespace(epochs=3, seed=0), start_epoch=0, best_acc1=0.0,
                                 optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                                 scaler=torch.amp.GradScaler("cpu", enabled=True), pending=None)
     disabled = torch.amp.GradScaler("cpu", enabled=False).state_dict()
@@ -113,7 +112,7 @@ def test_switching_amp_on_starts_a_fresh_grad_scaler():
     checkpoint = checkpoints.Checkpoint(Path("c.pth"), "main.py", {}, epoch=1, optimizer=run.optimizer.state_dict(),
                                         scaler=disabled, rng=None, args={"seed": 0})
     said = []
-    main.restore_training_state(run, checkpoint, said.append)
+    training.restore_training_state(run, checkpoint, said.append)
     assert run.scaler.get_scale() == 65536.0 and run.start_epoch == 1
     assert said == ["=> c.pth (a main.py checkpoint, epoch 1) lacks RNG states: continuing with RNGs seeded "
                     "from --seed 0"]
@@ -188,22 +187,16 @@ def test_a_checkpoint_written_before_validation_is_validated_on_resume(tiny_data
 def test_more_workers_than_cores_are_cut_down(cores, processes, workers, expected, monkeypatch, capsys):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
-    args = main.get_args_parser().parse_args(["-j", str(workers)])
-    main.check_context(args, devices.Context(torch.device("cpu")))
-    assert args.workers == expected
+    assert loaders.cap_workers(workers) == expected
     out = capsys.readouterr().out
     assert ("using" in out) == (workers > expected)
 
 
 def test_torchrun_refuses_a_batch_that_does_not_split(tiny_data, tmp_path):
     # Under 2 processes -b 5 would have trained at 4 while args.json said 5.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO_ROOT / "code" / "main.py"), *argv(tiny_data, tmp_path, "odd", epochs=1)]
-    command[command.index("-b") + 1] = "5"
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    code, _, err = run_torchrun(argv(tiny_data, tmp_path, "odd", epochs=1, batch_size=5))
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert lines == ["error: -b/--batch-size 5 does not split evenly over the 2 processes of this torchrun: "
                      "give a multiple of 2 (e.g. 4 or 6)"]
     assert not (tmp_path / "odd").exists()  # refused before any work

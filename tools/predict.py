@@ -118,17 +118,12 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     out_dir = Path(out_dir)
     root = loaders.check_data_folder(data_folder)
     num_classes = loaders.count_classes(root)
-    if checkpoint.num_classes not in (None, num_classes):
-        raise UserError(f"--resume: {checkpoint_path} was trained on {checkpoint.num_classes} classes but "
-                        f"{root} has {num_classes}")
     if num_classes < scoring.NUM_GUESSES:
         raise UserError(f"{root}: {num_classes} classes; the challenge needs at least {scoring.NUM_GUESSES}")
     # nn.Conv2d whatever conv op it was trained with: both share one state_dict.
-    arch, model, note = models.model_for_checkpoint(checkpoint, None, num_classes)
+    arch, model, note = models.model_from_checkpoint(checkpoint, None, num_classes, data=root)
     if note:
         log(note)
-    checkpoints.load_weights(model, checkpoint)
-    models.check_logits(model, num_classes, arch)
     model_bytes = serialize(checkpoints.model_only(checkpoint, arch))
     models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
     channels_last = models.choose_channels_last(channels_last, device, model, say=log)

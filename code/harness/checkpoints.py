@@ -282,6 +282,21 @@ def check_finite(checkpoint, flag="--resume"):
 # ---------------------------------------------------------------------------------------------------
 
 
+def training_state(*, epoch, arch, conv_op, classes, model, optimizer, scaler, best_acc1, rng_state, args,
+                   pending_record=None):
+    """The resumable dict main.py writes after `epoch` finished epochs (the keys `read` reads back).
+
+    `pending_record` is the epoch's training metrics while its validation has not run (the checkpoint
+    is written before validation, so a crash there loses no training); None once validated.
+    """
+    return {
+        "epoch": epoch, "arch": arch, "conv_op": conv_op, "num_classes": len(classes), "classes": list(classes),
+        "state_dict": model.state_dict(), "best_acc1": best_acc1, "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "rng": rng_state, "args": args, "validated": pending_record is None,
+        "pending_record": pending_record,
+    }
+
+
 def save(state, run_dir, is_best=False):
     """Write `state` to run_dir/checkpoint.pth.tar atomically, and copy it to model_best.pth.tar if `is_best`.
 

@@ -75,6 +75,11 @@ def memory_format(channels_last):
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def memory_format_name(channels_last):
+    """The memory format's name as the run's first line says it: NHWC (channels-last) or NCHW."""
+    return "NHWC" if channels_last else "NCHW"
+
+
 def broadcast_object(value, rank, world_size):
     """rank 0's `value` on every rank (run names and random seeds must agree)."""
     if world_size == 1:

@@ -7,6 +7,7 @@ Everything printed or logged goes through `log`, a runlog.RunLog, which is inact
 """
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -37,6 +38,26 @@ def lr_and_weight_decay(step, total_steps, warmup_steps, base_lr, weight_decay):
     if step < warmup_steps:
         return base_lr * step / warmup_steps, 0.0
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / total_steps)), weight_decay
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The run's (lr, weight decay) by global iteration: lr_and_weight_decay over `epochs` epochs of
+    `iters_per_epoch` iterations, the first `warmup_epochs` (may be fractional) warming up."""
+
+    lr: float
+    weight_decay: float
+    epochs: int
+    iters_per_epoch: int
+    warmup_epochs: float = 0.0
+
+    def __call__(self, step):
+        return lr_and_weight_decay(step, self.epochs * self.iters_per_epoch,
+                                   round(self.warmup_epochs * self.iters_per_epoch), self.lr, self.weight_decay)
+
+    def last_lr(self, epoch):
+        """The lr of `epoch`'s last iteration (the epoch's record)."""
+        return self((epoch + 1) * self.iters_per_epoch - 1)[0]
 
 
 def set_lr_and_weight_decay(optimizer, lr, weight_decay):
@@ -70,7 +91,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, *, epoch, sched
                     print_freq=10, adversarial_batch=None, watch=None, log=NO_LOG):
     """Train for one epoch; returns {loss, top1, top5, images, seconds} averaged over all processes.
 
-    schedule(step) -> (lr, weight_decay) is applied before every iteration. adversarial_batch, when
+    schedule(step) -> (lr, weight_decay) (a Schedule) is applied before every iteration. adversarial_batch, when
     given, maps (images, target) to the batch actually trained on (adversarial training). `images`
     counts the loader's images (not the adversarial copies), summed over processes. `watch` (a
     DivergenceWatch, default one for this scaler) sees every loss and is checked every print_freq

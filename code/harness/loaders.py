@@ -3,7 +3,8 @@ and `DeviceLoader`, which hands the training and evaluation loops ready batches 
 
 Training images are resampled per batch on the training device: the DataLoader workers only decode
 and draw the augmentation (custom_transforms.get_train_transforms(defer=True)) and DeviceLoader renders
-the batch where the model runs (a GPU does it almost for free). A student's file that offers the Fall
+the batch where the model runs (a GPU does it almost for free), with the finishing step chosen with
+the pipeline (train_pipeline). A student's file that offers the Fall
 2019 `get_train_transforms(normalize)` gets its own per-image pipeline instead.
 """
 import os
@@ -49,28 +50,35 @@ def cap_workers(workers, say=print):
     return cores
 
 
-def train_transforms():
-    """(transforms, description): the student's Fall 2019 get_train_transforms(normalize) when offered,
-    else ours, deferred to the batch."""
+def train_pipeline():
+    """(transforms, finish_batch, description) of the training set.
+
+    Ours defers the resampling to the batch (custom_transforms.get_train_transforms(defer=True)): the
+    workers yield what resample_batch needs and `finish_batch` is finish_deferred_batch. The student's
+    Fall 2019 get_train_transforms(normalize), when the file offers it, yields image tensors, finished
+    by to_device.
+    """
     student_transforms = student.optional("get_train_transforms")
     if student_transforms is None:
-        return custom_transforms.get_train_transforms(defer=True), "deferred to the batch"
+        return custom_transforms.get_train_transforms(defer=True), finish_deferred_batch, "deferred to the batch"
     normalize = custom_transforms.Normalize(custom_transforms.IMAGENET_MEAN, custom_transforms.IMAGENET_STD)
-    return student_transforms(normalize), f"{student.FILE_NAME}'s get_train_transforms"
+    return student_transforms(normalize), to_device, f"{student.FILE_NAME}'s get_train_transforms"
 
 
 def build_datasets(data_folder, cache, train=True):
-    """(train set or None, val set); the loaders raise DataError (a UserError) on bad files."""
+    """(train set or None, val set, finish_batch of the train set's pipeline: see train_pipeline).
+
+    The datasets raise DataError (a UserError) on bad files."""
     root = check_data_folder(data_folder)
     num_classes = count_classes(root)
-    train_set = None
+    train_set, finish_batch = None, None
     if train:
-        transforms, _ = train_transforms()
+        transforms, finish_batch, _ = train_pipeline()
         train_set = custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split="train",
                                                        transforms=transforms, cache=cache)
     val_set = custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split="val",
                                                  transforms=custom_transforms.get_val_transforms(), cache=cache)
-    return train_set, val_set
+    return train_set, val_set, finish_batch
 
 
 def train_loader(train_set, batch_size, workers, device, rank, world_size, seed):
@@ -111,36 +119,40 @@ def eval_loader(dataset, workers, device, rank=0, world_size=1, batch_size=VAL_B
 
 
 def to_device(images, target, device, channels_last=False):
-    """A batch on `device` (asynchronously from pinned memory), NHWC when `channels_last`.
+    """A batch of image tensors (N, 3, H, W) on `device` (asynchronously from pinned memory), NHWC when
+    `channels_last`; `target` moves too when it is a tensor."""
+    images = images.to(device, non_blocking=True, memory_format=devices.memory_format(channels_last))
+    return images, _target_to(target, device)
 
-    `images` is an (N, 3, H, W) tensor, or the dict that a pipeline ending in DeferResample yields
-    (uint8 sources and planned warps), which is resampled and normalized here, on `device`.
-    """
-    memory_format = devices.memory_format(channels_last)
-    if isinstance(images, dict):
-        images = custom_transforms.resample_batch(images, device, memory_format)
-    else:
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-    if isinstance(target, torch.Tensor):
-        target = target.to(device, non_blocking=True)
-    return images, target
+
+def finish_deferred_batch(batch, target, device, channels_last=False):
+    """A batch of DeferResample outputs (uint8 sources and planned warps) resampled and normalized on
+    `device`: images (N, 3, h, w) float32, NHWC when `channels_last`."""
+    images = custom_transforms.resample_batch(batch, device, devices.memory_format(channels_last))
+    return images, _target_to(target, device)
+
+
+def _target_to(target, device):
+    return target.to(device, non_blocking=True) if isinstance(target, torch.Tensor) else target
 
 
 class DeviceLoader:
-    """Wraps a DataLoader so that it yields (images (N, 3, H, W) normalized float32 on `device` in
-    `memory_format`, target) whatever the pipeline produced."""
+    """Wraps a DataLoader so that it yields (images (N, 3, H, W) normalized float32 on `device`, NHWC
+    when `channels_last`, target): `finish_batch` (to_device, or the pipeline's own, see train_pipeline)
+    turns each collated batch into that."""
 
-    def __init__(self, loader, device, channels_last=False):
+    def __init__(self, loader, device, channels_last=False, finish_batch=to_device):
         self.loader = loader
         self.device = device
         self.channels_last = channels_last
+        self.finish_batch = finish_batch
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
         for images, target in self.loader:
-            yield to_device(images, target, self.device, self.channels_last)
+            yield self.finish_batch(images, target, self.device, self.channels_last)
 
     @property
     def dataset(self):

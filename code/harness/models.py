@@ -37,6 +37,8 @@ ARCHS = {
 # Networks the harness builds itself.
 HARNESS_ARCHS = ("resnet18",)
 INITS = ("model", "pytorch")
+# The conv op a network is built with, by --use-custom-conv (False, True): checkpoints and run names.
+CONV_OPS = ("Conv2d", "CustomConv2d")
 
 # Bytes a saved model may take: the MiniPlaces challenge's "10 MB", read strictly as 10,000,000 bytes
 # so that a file under it passes whichever way a grader reads "MB".
@@ -155,10 +157,13 @@ def channels_last_failure(model, size=128):
     return None
 
 
-def choose_channels_last(requested, device, model, amp=False, say=print):
-    """devices.use_channels_last(requested, device, amp), except that a default NHWC gives way to NCHW,
-    said in one line, for a `model` that fails in NHWC (channels_last_failure); a forced one stays."""
+def choose_channels_last(requested, device, model, amp=False, use_custom_conv=False, say=print):
+    """devices.use_channels_last(requested, device, amp), except that a default NHWC gives way to NCHW
+    for a network built with the student's CustomConv2d (the model answer computes in NCHW) and, said
+    in one line, for a `model` that fails in NHWC (channels_last_failure); a forced one stays."""
     channels_last = devices.use_channels_last(requested, device, amp)
+    if requested is None and channels_last and use_custom_conv:
+        return False
     failure = channels_last_failure(model) if requested is None and channels_last else None
     if failure:
         say(f"note: {failure}; running in NCHW (--no-channels-last skips this check)")
@@ -220,6 +225,23 @@ def model_for_checkpoint(checkpoint, arch, num_classes, use_custom_conv=False, f
     raise checkpoints.CheckpointError(
         f"{flag}: the weights in {checkpoint.path} do not fit {name} ({ARCHS.get(name, name)}): "
         f"{checkpoints.summarize(problems)}; {where}")
+
+
+def model_from_checkpoint(checkpoint, arch, num_classes, use_custom_conv=False, flag="--resume", data="the data"):
+    """(arch, network with the checkpoint's weights, note) for training --resume, -e, -a and predict.py.
+
+    Refuses in one line a checkpoint trained on another number of classes than `num_classes`, weights
+    that fit no network (model_for_checkpoint), and a network whose forward does not return
+    (N, num_classes) logits (check_logits). `note` is a line to print, or None; `data` names the data
+    folder in the message.
+    """
+    if checkpoint.num_classes not in (None, num_classes):
+        raise UserError(f"{flag}: {checkpoint.path} was trained on {checkpoint.num_classes} classes but {data} "
+                        f"has {num_classes}")
+    arch, model, note = model_for_checkpoint(checkpoint, arch, num_classes, use_custom_conv, flag)
+    checkpoints.load_weights(model, checkpoint, flag)
+    check_logits(model, num_classes, arch)
+    return arch, model, note
 
 
 def reset_to_pytorch_init_(model):

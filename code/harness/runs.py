@@ -1,8 +1,17 @@
-"""Run folders: their default names and creation."""
+"""Run folders (their names, creation, whose they are) and the resume policy (which of a resumed run's
+settings carry over)."""
+import json
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
+from . import files
 from .cli import UserError
+from .models import CONV_OPS
+
+ARGS_NAME = "args.json"
+METRICS_NAME = "metrics.json"
 
 
 def make_run_name(arch, conv_name, now=None):
@@ -23,3 +32,109 @@ def create_run_dir(logdir, run_name, reuse=False):
     except OSError as exc:
         raise UserError(f"--logdir: cannot create the run folder {run_dir} ({exc.strerror})") from None
     return run_dir
+
+
+def run_folder(config, ctx, checkpoint=None):
+    """logs/<run-name>; with --resume and no --run-name, the checkpoint's own folder when it is a run
+    folder of main.py that may be written, else a new run folder (a file main.py did not write is never
+    overwritten, and a read-only folder stays untouched even for root). Rank 0 creates it."""
+    if config.run_name:
+        name, reuse = config.run_name, True
+    elif checkpoint is not None and is_own_run_folder(checkpoint):
+        return checkpoint.path.resolve().parent
+    else:
+        name, reuse = make_run_name(config.arch, CONV_OPS[config.use_custom_conv]), False
+    run_dir = create_run_dir(config.logdir, name, reuse=reuse) if ctx.is_main else None
+    return Path(ctx.broadcast(str(run_dir) if run_dir else None))
+
+
+def is_own_run_folder(checkpoint):
+    """The checkpoint's folder is one main.py made (the checkpoint is ours, args.json beside it) and
+    its permission bits allow writing (os.access says yes to root whatever the bits are)."""
+    folder = checkpoint.path.resolve().parent
+    try:
+        writable = bool(folder.stat().st_mode & stat.S_IWUSR) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
+    return checkpoint.kind == "main.py" and (folder / ARGS_NAME).is_file() and writable
+
+
+def load_metrics(run_dir, epochs_done):
+    """metrics.json of an earlier run in this folder, cut to its first `epochs_done` epochs."""
+    path = Path(run_dir) / METRICS_NAME
+    if epochs_done == 0 or not path.is_file():
+        return []
+    try:
+        return [m for m in json.loads(path.read_text(encoding="utf-8-sig")) if m["epoch"] < epochs_done]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+# ---------------------------------------------------------------------------------------------------
+# The resume policy
+# ---------------------------------------------------------------------------------------------------
+
+# What a resumed run keeps from the run it continues unless the flag is given again: dest -> flag.
+# The switches among them have a --no-... form (BooleanOptionalAction), to turn one off on resume.
+# The memory format is not among them: it changes speed, not what is learned, so a resumed run takes
+# the one its machine runs fastest (devices.use_channels_last) unless --[no-]channels-last is given.
+RUN_SETTINGS = {
+    "data_folder": "data_folder", "arch": "--arch", "use_custom_conv": "--use-custom-conv", "init": "--init",
+    "amp": "--amp", "compile": "--compile", "cache": "--cache",
+    "batch_size": "-b/--batch-size", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd",
+    "epochs": "--epochs", "warmup_epochs": "--warmup-epochs", "seed": "--seed", "adv_train": "--adv-train",
+    "adv_mode": "--adv-mode", "adv_steps": "--adv-steps",
+}
+
+
+def adopt_run_settings(config, given, checkpoint, say):
+    """The configuration that continues `checkpoint`'s run: its stored settings, except where a flag
+    gives one again; then the new value is used and said in one line. Only main.py's own checkpoints
+    carry our settings (another script's arguments mean something else); arch changes are refused by
+    the weights' fit. Raises UserError when --epochs leaves nothing to train."""
+    stored = checkpoint.args if checkpoint.kind == "main.py" else None
+    if not stored:
+        return config
+    adopted = {}
+    for dest, flag in RUN_SETTINGS.items():
+        if dest not in stored or stored[dest] is None:
+            continue
+        if dest not in given:
+            adopted[dest] = stored[dest]
+        elif getattr(config, dest) != stored[dest] and dest != "arch":
+            if dest == "epochs" and config.epochs <= checkpoint.epoch:
+                raise UserError(f"--resume: {checkpoint.path} already finished epoch {checkpoint.epoch} of "
+                                f"--epochs {config.epochs}")
+            say(_changed_setting_note(dest, flag, stored[dest], getattr(config, dest)))
+    return config.replace(**adopted)
+
+
+def _changed_setting_note(dest, flag, old, new):
+    if dest == "amp" and new:
+        return "note: --amp switches mixed precision on for the rest of the run, with a fresh GradScaler"
+    if dest == "amp":
+        return "note: the run trained with --amp; it continues in full precision"
+    if isinstance(new, bool):
+        return f"note: {flag} is {'on' if new else 'off'} from here on (the run started with it {'on' if old else 'off'})"
+    return f"note: {flag} {new} replaces the run's {old} from here on"
+
+
+def memory_format_note(config, given, ctx, checkpoint):
+    """A line when a resumed run continues in another memory format than it trained in, else None."""
+    stored = checkpoint.args if checkpoint is not None and checkpoint.kind == "main.py" else None
+    before = stored.get("channels_last") if stored else None
+    if "channels_last" in given or before is None or before == config.channels_last:
+        return None
+    was, flag = ("NHWC", "--channels-last") if before else ("NCHW", "--no-channels-last")
+    now = "NHWC" if config.channels_last else "NCHW"
+    return f"note: the run trained in {was}; it continues in {now}, the default on {ctx.device.type} ({flag} keeps the run's)"
+
+
+def write_args(settings, run_dir):
+    """run_dir/args.json: the run's resolved settings (a dict of plain values)."""
+    files.write_json(settings, Path(run_dir) / ARGS_NAME)
+
+
+def write_metrics(metrics, run_dir):
+    """run_dir/metrics.json: one record per validated epoch."""
+    files.write_json(metrics, Path(run_dir) / METRICS_NAME)

@@ -1,0 +1,107 @@
+"""main.py -e and -a: the --resume model's val accuracy (flip-averaged, with saliency maps under -v),
+and its accuracy under the student's default PGD attack (or a sweep of epsilons).
+
+Both write into the checkpoint's own run folder when main.py made it and it may be written, else
+into a new run folder (runs.run_folder): evaluation.json or attack.json, TensorBoard events and PNG grids.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from . import attacks, devices, engine, files, flags, loaders, models, runs, student
+from .runlog import RunLog
+from .training import read_checkpoint
+
+SWEEP_EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1)
+
+
+@dataclass
+class Evaluation:
+    config: flags.RunConfig  # resolved: arch, channels_last and workers as used
+    model: nn.Module
+    val_loader: loaders.DeviceLoader
+    criterion: nn.Module
+    log: RunLog
+
+
+def load_for_eval(config, ctx, val_images=None):
+    """The --resume model in eval mode with the val loader for -e and -a; `val_images` keeps only the
+    first N val images (the demo's attack pass). -b is not used, so a torchrun's batch split is not
+    checked here."""
+    checkpoint = read_checkpoint(config.resume)
+    _, val_set, _ = loaders.build_datasets(config.data_folder, config.cache, train=False)
+    arch, model, note = models.model_from_checkpoint(checkpoint, config.arch, len(val_set.classes),
+                                                     config.use_custom_conv, data=config.data_folder)
+    channels_last = models.choose_channels_last(config.channels_last, ctx.device, model,
+                                                use_custom_conv=config.use_custom_conv, say=ctx.say)
+    config = config.replace(arch=arch, channels_last=channels_last, workers=loaders.cap_workers(config.workers, ctx.say))
+    model = model.to(ctx.device, memory_format=devices.memory_format(channels_last)).eval()
+    size_note = val_set.other_sizes_note()
+    if val_images is not None and val_images < len(val_set):
+        classes = val_set.classes
+        val_set = torch.utils.data.Subset(val_set, range(val_images))
+        val_set.classes = classes
+    val_loader = loaders.eval_loader(val_set, config.workers, ctx.device, ctx.rank, ctx.world_size)
+    log = RunLog(runs.run_folder(config, ctx, checkpoint), ctx.is_main)
+    if note:
+        log.print(note)
+    log.print(f"=> {config.resume}: {arch} trained for {checkpoint.epoch} epochs (a {checkpoint.kind} "
+              f"checkpoint), evaluated with {models.CONV_OPS[config.use_custom_conv]} on {ctx.device} "
+              f"({devices.memory_format_name(channels_last)})")
+    if size_note:
+        log.print(f"note: {size_note} (evaluated in batches of one size)")
+    return Evaluation(config, model, loaders.DeviceLoader(val_loader, ctx.device, channels_last),
+                      nn.CrossEntropyLoss().to(ctx.device), log)
+
+
+def evaluate(config, ctx):
+    """-e: val accuracy of the --resume model (flip-averaged unless --no-flip), saliency maps with -v;
+    returns the run folder."""
+    ev = load_for_eval(config, ctx)
+    amp_dtype, _ = devices.amp_settings(config.amp, ctx.device)
+    attention = student.get("default_attention", "-e -v")(ev.criterion) if config.vis else None
+    visualize = student.get("default_visfunction", "-e -v") if config.vis else None
+    try:
+        result = engine.validate(ev.model, ev.val_loader, ev.criterion, ctx.device, amp_dtype=amp_dtype,
+                                 flip_average=not config.no_flip, print_freq=config.print_freq,
+                                 attention=attention, visualize=visualize, log=ev.log)
+    finally:
+        ev.log.close()
+    averaging = "image only" if config.no_flip else "image + flip averaged"
+    ev.log.print(f" * Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}  ({result['count']} val images, "
+                 f"{averaging})")
+    if ctx.is_main:
+        files.write_json({"checkpoint": str(config.resume), "flip_average": not config.no_flip, **result},
+                         ev.log.run_dir / "evaluation.json")
+    return ev.log.run_dir
+
+
+def attack(config, ctx, val_images=None):
+    """-a: clean and adversarial accuracy of the --resume model under the default PGD attack (or a
+    sweep with --eps-sweep); returns the run folder."""
+    ev = load_for_eval(config, ctx, val_images)
+    if config.eps_sweep:
+        pgd = student.get("PGDAttack", "--eps-sweep")
+        pgd_attacks = {eps: pgd(ev.criterion, epsilon=eps) for eps in SWEEP_EPSILONS}
+    else:
+        default = student.get("default_attack", "-a")(ev.criterion)
+        pgd_attacks = {getattr(default, "epsilon", None): default}
+    visualize = student.get("default_visfunction", "-a -v") if config.vis else None
+    try:
+        result = engine.attack_eval(ev.model, ev.val_loader, pgd_attacks, ctx.device, print_freq=config.print_freq,
+                                    visualize=visualize, log=ev.log)
+    finally:
+        ev.log.close()
+    clean = result["clean"]
+    for row in result["attacks"]:
+        ev.log.print(f" * epsilon {row['epsilon']}: clean Acc@1 {clean['top1']:.3f} Acc@5 {clean['top5']:.3f}"
+                     f" -> adversarial Acc@1 {row['top1']:.3f} Acc@5 {row['top5']:.3f}  "
+                     f"({result['count']} val images)")
+    if ctx.is_main:
+        files.write_json({"checkpoint": str(config.resume), **result}, ev.log.run_dir / "attack.json")
+        if config.eps_sweep:
+            attacks.write_report(result, ev.log.run_dir, config.resume)
+            ev.log.print(f"=> robustness table and plot: {ev.log.run_dir / 'robustness.md'}, "
+                         f"{ev.log.run_dir / 'robustness.png'}")
+    return ev.log.run_dir
