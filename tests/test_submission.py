@@ -291,6 +291,7 @@ def test_report_reads_attack_results_and_rejects_empty_folders(tiny_runs, tmp_pa
 
 def fake_checkout(root, with_writeup=True):
     files = ["code/main.py", "code/student_code.py", "code/__pycache__/main.cpython-312.pyc", "code/old.pth.tar",
+             "code/harness/engine.py", "code/my_layers/harness/notes.py",
              "results/model.pth.tar", "results/predictions_test.txt", "results/predictions_val.txt",
              "results/.predictions_val.txt.tmp123", "data/train.txt", "logs/run/checkpoint.pth.tar"]
     if with_writeup:
@@ -307,8 +308,9 @@ def test_zip_holds_code_writeup_and_results_only(tmp_path, with_writeup):
 
     root = fake_checkout(tmp_path, with_writeup)
     output, names, warnings = zip_submission.make_zip(root)
-    expected = {"code/main.py", "code/student_code.py", "results/model.pth.tar", "results/predictions_test.txt",
-                "results/predictions_val.txt"} | ({"writeup/report.pdf"} if with_writeup else set())
+    # code/harness/ is the staff's library, never handed in; a student's own folder of that name is.
+    expected = {"code/main.py", "code/student_code.py", "code/my_layers/harness/notes.py", "results/model.pth.tar",
+                "results/predictions_test.txt", "results/predictions_val.txt"} | ({"writeup/report.pdf"} if with_writeup else set())
     with zipfile.ZipFile(output) as archive:
         assert set(archive.namelist()) == expected
         assert archive.read("code/main.py") == b"code/main.py"

@@ -1,4 +1,6 @@
 """Pack the hand-in, as the assignment's zip_submission.py: code/, writeup/ (when present) and results/.
+code/harness/, the staff's library, is left out: the 2019 zip took code/ when it held only the course's
+files and the student's, and staff need not tell which harness module a student edited.
 
     python tools/zip_submission.py [--output submission.zip]
 
@@ -20,6 +22,7 @@ from harness.cli import UserError  # noqa: E402
 PACKED_FOLDERS = ("code", "writeup", "results")
 REQUIRED_FOLDERS = ("code", "results")
 SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".git"}
+HARNESS_DIR = "code/harness"  # the staff's library: never handed in
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt")
 # What predict.py writes; a hand-in without them gets a warning, not a refusal.
@@ -43,7 +46,8 @@ def collect_files(repo_root=paths.REPO_ROOT, output=None):
         if not top.is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(top):  # symlinked folders are not followed
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith(".")
+                                 and (Path(dirpath) / d).relative_to(repo_root).as_posix() != HARNESS_DIR)
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 arcname = path.relative_to(repo_root).as_posix()
