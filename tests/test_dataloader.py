@@ -127,8 +127,8 @@ def test_utf16_label_file_is_refused_in_one_line(root):
         MiniPlacesLoader(root, num_classes=3, split="val")
 
 
-def test_demo_dataset_loads_with_all_splits(tmp_path):
-    root = demo_data.make_demo_dataset(tmp_path / "demo", train_per_class=1, val_per_class=1, test_count=2)
+def test_demo_dataset_loads_with_all_splits(demo_dataset):
+    root = demo_dataset(train_per_class=1, val_per_class=1, test_count=2)
     train = MiniPlacesLoader(root, num_classes=demo_data.DEMO_NUM_CLASSES)
     assert len(train) == 10 and train.classes[0] == "beach"
     assert len(MiniPlacesLoader(root, num_classes=10, split="val")) == 10

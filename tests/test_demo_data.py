@@ -14,9 +14,8 @@ from harness.cli import UserError
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", seed=0,
-                                       train_per_class=20, val_per_class=10, test_count=4)
+def demo(demo_dataset):
+    return demo_dataset(train_per_class=20, val_per_class=10, test_count=4)
 
 
 def read_split(root, split):

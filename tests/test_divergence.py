@@ -4,34 +4,33 @@ Run: python -m pytest tests/test_divergence.py -q
 """
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-from harness import checkpoints, demo_data, engine
+from harness import checkpoints, engine
 import main
+import helpers
 from harness.divergence import NONFINITE_PATIENCE, Divergence, DivergenceWatch
+from helpers import run_torchrun
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=2,
-                                       val_per_class=1, test_count=1)
+EPOCHS, WARMUP_EPOCHS, ITERS = 4, 2, 5  # conftest's tiny_data: 20 training images, batch 4
 
 
 def argv(data, logdir, lr, *extra):
-    # lr 2 at batch 4 (the default 0.1 is meant for batch 256), warmed up over 2 epochs: epoch 0 ends
-    # at a loss of about 2.5, and epoch 1 reaches NaN at its fourth step (measured with seed 0).
-    return [str(data), "--epochs", "4", "--warmup-epochs", "2", "-b", "4", "-j", "0", "--lr", str(lr), "--seed", "0",
-            "-p", "1", "--gpu", "-1", "--logdir", str(logdir), "--run-name", "run", *map(str, extra)]
+    # lr 2 at batch 4 (the default 0.1 is meant for batch 256), warmed up over 2 epochs: epoch 0 (lr up
+    # to 0.8) ends at a loss of about 2.5, and the loss becomes NaN in epoch 1 (lr 1.0 to 1.8). The step
+    # depends on the CPU's rounding (iteration 3 on one, 4 on another): the tests check it by the schedule.
+    return helpers.train_argv(data, logdir, "run", *extra, epochs=EPOCHS, warmup_epochs=WARMUP_EPOCHS, lr=lr,
+                              print_freq=1)
+
+
+def scheduled_lr(step, lr):
+    """The lr at global iteration `step` by hand: linear warm-up from 0, then the cosine over the run."""
+    total, warm = EPOCHS * ITERS, WARMUP_EPOCHS * ITERS
+    return lr * step / warm if step < warm else 0.5 * lr * (1 + math.cos(math.pi * step / total))
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_finite_checkpoint(tiny_data, tmp_path, capsys):
@@ -40,24 +39,32 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_finite_checkpoin
     assert code == main.EXIT_DIVERGED
     run_dir = tmp_path / "run"
     (line,) = err.strip().splitlines()
-    assert re.fullmatch(
-        r"error: training diverged: the loss is nan at epoch 1, iteration 3 of 5 \(lr 1\.6\); "
-        + re.escape(f"{run_dir / checkpoints.CHECKPOINT_NAME} keeps the last finite epoch (0); ")
+    match = re.fullmatch(
+        r"error: training diverged: the loss is (?:nan|inf) at epoch (\d+), iteration (\d+) of 5 \(lr ([\d.]+)\); "
+        + re.escape(f"{run_dir / checkpoints.CHECKPOINT_NAME} keeps the last finite epoch (") + r"(\d+)\); "
         + r"try a lower --lr than 2, e\.g\. 0\.031 by the linear scaling rule for -b 4 \(lr x batch / 256\)", line)
-    assert " * Epoch 0:" in out and " * Epoch 1:" not in out
+    assert match, line
+    epoch, iteration, last_finite = int(match[1]), int(match[2]), int(match[4])
+    # The iteration is the CPU's rounding; on any CPU epoch 0 (lr up to 0.8) finishes, and the message
+    # gives the lr that the schedule gives at its iteration.
+    assert 1 <= epoch < EPOCHS and iteration < ITERS and last_finite == epoch - 1
+    assert match[3] == f"{scheduled_lr(epoch * ITERS + iteration, 2.0):.4g}"
+    assert f" * Epoch {last_finite}:" in out and f" * Epoch {epoch}:" not in out
     for name in (checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME):
         checkpoint = checkpoints.read(run_dir / name)
-        assert checkpoint.epoch == 1 and checkpoint.validated
+        # model_best is the best epoch's, the latest one when the run diverges in epoch 1.
+        assert 1 <= checkpoint.epoch <= epoch and checkpoint.validated
         assert not checkpoints.nonfinite_entries(checkpoint.state_dict)
         assert not checkpoints.nonfinite_entries(checkpoint.optimizer)
-    assert [m["epoch"] for m in json.loads((run_dir / "metrics.json").read_text())] == [0]
+    assert checkpoints.read(run_dir / checkpoints.CHECKPOINT_NAME).epoch == epoch
+    assert [m["epoch"] for m in json.loads((run_dir / "metrics.json").read_text())] == list(range(epoch))
 
     # The kept checkpoint resumes, at a learning rate that does not diverge.
     code = main.main(argv(tiny_data, tmp_path, 0.01, "--resume", run_dir / checkpoints.CHECKPOINT_NAME))
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "note: --lr 0.01 replaces the run's 2.0 from here on" in out and "epochs 1..3" in out
-    assert checkpoints.read(run_dir / checkpoints.CHECKPOINT_NAME).epoch == 4
+    assert "note: --lr 0.01 replaces the run's 2.0 from here on" in out and f"epochs {epoch}..{EPOCHS - 1}" in out
+    assert checkpoints.read(run_dir / checkpoints.CHECKPOINT_NAME).epoch == EPOCHS
 
 
 def test_divergence_in_the_first_epoch_writes_nothing(tiny_data, tmp_path, capsys):
@@ -144,12 +151,8 @@ def test_train_one_epoch_with_a_grad_scaler_skips_inf_steps():
 
 def test_torchrun_processes_stop_together(tiny_data, tmp_path):
     # Both ranks must decide alike and exit (no rank waiting in a collective for one that left).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO_ROOT / "code" / "main.py"), *argv(tiny_data, tmp_path, 30)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: training diverged: the loss is "), \
-        result.stderr[-3000:]
+    code, _, err = run_torchrun(argv(tiny_data, tmp_path, 30))
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: training diverged: the loss is "), err[-3000:]
     assert not (tmp_path / "run" / checkpoints.CHECKPOINT_NAME).exists()

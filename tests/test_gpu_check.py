@@ -5,11 +5,12 @@ command lines it gives the tests, the benchmarks and main.py cannot rot in betwe
 Python, torch and torchvision about twenty times, hence its minutes; it is marked `slow`.
 """
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import run_python
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -20,11 +21,9 @@ import gpu_check  # noqa: E402  (bench/ is not a package)
 @pytest.mark.slow
 def test_every_step_runs_and_passes_on_the_cpu(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    completed = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--out", str(out),
-         "--work", str(work), "--budget", "900"],
-        capture_output=True, text=True, timeout=1200)
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    code, stdout, stderr = run_python(BENCH / "gpu_check.py", "--device", "cpu", "--out", out, "--work", work,
+                                      "--budget", 900, timeout=1200)
+    assert code == 0, stdout[-4000:] + stderr[-2000:]
 
     keys = [step.key for step in gpu_check.plan(gpu_check.PROFILES["cpu"], work)]
     results = json.loads((out / "results.json").read_text())

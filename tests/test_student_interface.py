@@ -9,16 +9,14 @@ Run: python -m pytest tests/test_student_interface.py -q
 import json
 import re
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from harness import demo_data
+from helpers import REPO_ROOT, run_main, run_python, train_argv
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 STUDENT_2019 = Path(__file__).resolve().parent / "student_2019" / "student_code.py"
 # The Spring 2019 starter's utils.py helpers that student files import, written without OpenCV.
 UTILS_2019 = '''
@@ -49,11 +47,10 @@ class AverageMeter(object):
 
 
 def run(script, *args, cwd):
-    """(exit code, stdout, stderr) of `python script args` in a fresh process on the CPU."""
-    result = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                            timeout=300, cwd=cwd, env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin",
-                                                       "OMP_NUM_THREADS": "1"})
-    return result.returncode, result.stdout, result.stderr
+    """(exit code, stdout, stderr) of `python script args` in a fresh process on the CPU, with none of
+    our environment (as a student's shell would start it)."""
+    return run_python(script, *args, cwd=cwd, env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin",
+                                                   "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +65,11 @@ def code_2019(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return demo_data.make_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", seed=0, train_per_class=2,
-                                       val_per_class=1, test_count=2)
-
-
-@pytest.fixture(scope="module")
 def trained_2019(code_2019, tiny_data):
     """A 1-epoch run of the 2019 student's default_model with its own CustomConv2d: its folder."""
     logdir = code_2019.parent / "logs"
-    code, out, err = run(code_2019 / "main.py", tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--seed", "0",
-                         "--use-custom-conv", "--logdir", logdir, "--run-name", "student", cwd=code_2019.parent)
+    argv = train_argv(tiny_data, logdir, "student", "--use-custom-conv", gpu=None)  # the CPU by its environment
+    code, out, err = run(code_2019 / "main.py", *argv, cwd=code_2019.parent)
     assert code == 0, err
     # A network built with the student's CustomConv2d runs NCHW, as a 2019 convolution (weight.view(...))
     # needs: nothing to note.
@@ -218,31 +209,18 @@ def student_file(tmp_path, monkeypatch):
     sys.modules.pop("student_code", None)  # the next test imports ours again
 
 
-def run_in_process(arguments, capsys):
-    import main
-
-    code = main.main([str(a) for a in arguments])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def train_once(tiny_data, tmp_path, *extra):
-    return [tiny_data, "--epochs", "1", "-b", "4", "-j", "0", "--gpu", "-1", "--seed", "0", "--logdir", tmp_path,
-            *extra]
-
-
 def test_adversarial_training_uses_the_harness_batch(student_file, tiny_data, tmp_path, capsys):
     # The 2019 file has no adversarial_training_batch: the harness's own runs the student's PGDAttack.
     student_file()
-    code, _, err = run_in_process(train_once(tiny_data, tmp_path, "--adv-train", "--adv-steps", "1", "--run-name",
-                                             "adv", "-b", "10"), capsys)
+    code, _, err = run_main(train_argv(tiny_data, tmp_path, "adv", "--adv-train", "--adv-steps", "1", batch_size=10),
+                            capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "adv" / "args.json").read_text())["adv_train"] is True
 
 
 def test_arch_the_file_does_not_define_is_one_line(student_file, tiny_data, tmp_path, capsys):
     student_file()
-    code, _, err = run_in_process(train_once(tiny_data, tmp_path, "--arch", "customnet2"), capsys)
+    code, _, err = run_main(train_argv(tiny_data, tmp_path, None, "--arch", "customnet2"), capsys)
     assert code == 2
     assert err.strip().splitlines() == ["error: --arch customnet2: student_code.py defines no CustomNet2 "
                                         "(the class --arch customnet2 builds)"]
@@ -269,7 +247,7 @@ def test_arch_the_file_does_not_define_is_one_line(student_file, tiny_data, tmp_
 ])
 def test_mistakes_in_the_student_file_are_one_line(student_file, tiny_data, tmp_path, capsys, old, new, message):
     student_file(old, new)
-    code, _, err = run_in_process(train_once(tiny_data, tmp_path), capsys)
+    code, _, err = run_main(train_argv(tiny_data, tmp_path), capsys)
     assert code == 4
     assert len(err.strip().splitlines()) == 1 and re.match(message, err.strip()), err
 
@@ -278,7 +256,7 @@ def test_a_students_bug_while_training_is_one_line(student_file, tiny_data, tmp_
     # Raised in the training step, not while building: forward fails on batches of more than 2 images.
     student_file("    x = self.avgpool(self.features(x))",
                  "    assert x.shape[0] <= 2, 'too many images'\n    x = self.avgpool(self.features(x))")
-    code, _, err = run_in_process(train_once(tiny_data, tmp_path), capsys)
+    code, _, err = run_main(train_argv(tiny_data, tmp_path), capsys)
     assert code == 4
     (line,) = err.strip().splitlines()
     assert re.fullmatch(r"error: code/student_code\.py:\d+ in forward: AssertionError: too many images "
@@ -287,9 +265,8 @@ def test_a_students_bug_while_training_is_one_line(student_file, tiny_data, tmp_
 
 def test_an_attack_that_returns_nothing_is_one_line(student_file, tiny_data, tmp_path, capsys):
     student_file("    return output\n\n\ndefault_attack", "    return None\n\n\ndefault_attack")
-    assert run_in_process(train_once(tiny_data, tmp_path, "--run-name", "r"), capsys)[0] == 0
-    code, _, err = run_in_process([tiny_data, "-a", "-j", "0", "--resume", tmp_path / "r" / "model_best.pth.tar"],
-                                  capsys)
+    assert run_main(train_argv(tiny_data, tmp_path, "r"), capsys)[0] == 0
+    code, _, err = run_main([tiny_data, "-a", "-j", "0", "--resume", tmp_path / "r" / "model_best.pth.tar"], capsys)
     assert code == 4
     assert err.strip().splitlines() == ["error: student_code.py's PGDAttack.perturb returned a NoneType, not a batch "
                                         "of images shaped like its input (10, 3, 160, 160)"]
