@@ -9,7 +9,8 @@ The step is main.py's (engine.train_step, with devices.amp_settings: fp16 and a 
 --amp on CUDA, bf16 on the CPU). Each variant runs in its own subprocess, the two alternating
 --repeats times, and the best median of each is kept, so background load spreads over both. The
 memory format is main.py's default for the device and precision (devices.use_channels_last) unless
---channels-last or --no-channels-last forces one.
+--channels-last or --no-channels-last forces one; CustomConv2d computes in NCHW whatever its input's
+format (main.py runs it in NCHW unless forced), so compare the two in NCHW with --no-channels-last.
 Peak memory: on a GPU torch.cuda.max_memory_allocated over the timed steps (model, optimizer state,
 batch and activations), read in the timing run itself since the caching allocator counts exactly;
 on the CPU the peak resident set size above the process's size before the model was built, in a
@@ -47,7 +48,7 @@ def run_variant(variant, args):
     from harness.devices import peak_memory_mib
 
     if args.chunk_bytes:
-        student_code.CHUNK_BYTES = student_code.ACCELERATOR_CHUNK_BYTES = args.chunk_bytes
+        student_code.CHUNK_BYTES.update(dict.fromkeys(student_code.CHUNK_BYTES, args.chunk_bytes))
     torch.manual_seed(0)
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -156,7 +157,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate the two variants this many times; the best of each is kept")
     parser.add_argument("--chunk-bytes", type=int,
-                        help="column bytes per chunk (student_code.CHUNK_BYTES and ACCELERATOR_CHUNK_BYTES)")
+                        help="column bytes per chunk on every device (student_code.CHUNK_BYTES's values)")
     parser.add_argument("--one-run", action="store_true",
                         help="on the CPU, read the peak memory from the timing run (no separate memory run)")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")

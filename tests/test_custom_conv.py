@@ -65,6 +65,37 @@ def test_forward_and_gradients_match_conv2d(case, bias):
     assert_matches_conv2d([x, w, b] if bias else [x, w], kwargs)
 
 
+# F.conv2d's own OpInfo samples (sample_inputs_conv2d in torch/testing/_internal/common_methods_invocations.py,
+# which needs the expecttest package to import): (input, weight, bias or None, kwargs), each run batched and
+# unbatched as there.
+OPINFO_SAMPLES = [
+    ((1, 3, 4, 4), (3, 3, 3, 3), (3,), dict(stride=(2, 2), padding=2, groups=1)),
+    ((2, 4, 8, 8), (2, 2, 3, 3), (2,), dict(stride=(3, 2), padding=(2, 1), groups=2, dilation=(4, 4))),
+    ((1, 4, 5, 5), (1, 4, 2, 3), (1,), dict(stride=2, padding=1, groups=1, dilation=(2, 3))),
+    ((1, 2, 4, 3), (4, 2, 3, 4), None, dict(stride=2, padding=1, groups=1)),
+    ((1, 4, 5, 5), (1, 4, 2, 3), (1,), dict(stride=2, padding="valid")),
+    ((1, 4, 5, 5), (1, 4, 2, 3), (1,), dict(stride=1, padding="same", dilation=3)),
+    ((2, 4, 6, 6), (4, 1, 3, 3), (4,), dict(groups=4)),
+    ((2, 4, 6, 6), (8, 1, 3, 3), (8,), dict(groups=4)),
+    ((2, 4, 6, 6), (8, 1, 3, 3), None, dict(groups=4)),
+    ((2, 4, 6, 6), (4, 1, 3, 3), (4,), dict(groups=4, stride=(3, 2))),
+    ((2, 4, 6, 6), (4, 1, 3, 3), (4,), dict(groups=4, padding=(1, 1))),
+    ((2, 4, 5, 5), (4, 1, 2, 2), (4,), dict(groups=4, dilation=(2, 2))),
+    ((2, 4, 6, 5), (6, 2, 3, 2), (6,), dict(groups=2)),
+    ((1, 4, 5, 5), (3, 4, 3, 3), None, {}),
+]
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("x_shape,w_shape,b_shape,kwargs", OPINFO_SAMPLES, ids=str)
+def test_conv2d_opinfo_samples_match(x_shape, w_shape, b_shape, kwargs, batched):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape if batched else x_shape[1:], dtype=torch.float64, generator=g)
+    w = torch.randn(w_shape, dtype=torch.float64, generator=g)
+    b = None if b_shape is None else torch.randn(b_shape, dtype=torch.float64, generator=g)
+    assert_matches_conv2d([x, w, b], kwargs)
+
+
 @pytest.mark.parametrize("case", [CASES[2], CASES[5], CASES[6], CASES[8], CASES[11]], ids=str)
 def test_gradcheck(case):
     x, w, b, kwargs = make_case(case, batch=2, size=(6, 7))
@@ -82,22 +113,21 @@ def column_bytes(x, w, kwargs, dtype=None):
     return x.shape[1] * w.shape[2] * w.shape[3] * ho * wo * (dtype or x.dtype).itemsize
 
 
-def force_strategy(monkeypatch, strategy, chunk_bytes=None):
-    """Run the convolution with `strategy` ('cpu' or 'accelerator') whatever the device, optionally
-    with both chunk budgets set to `chunk_bytes`; returns the list that records each call's chunk count."""
-    monkeypatch.setattr(student_code, "CONV_STRATEGY", strategy)
+def count_chunks(monkeypatch, chunk_bytes=None):
+    """Optionally set every device's chunk budget to `chunk_bytes`; returns the list that records how
+    many chunks each forward and backward pass cut the batch into."""
     if chunk_bytes is not None:
-        monkeypatch.setattr(student_code, "CHUNK_BYTES", chunk_bytes)
-        monkeypatch.setattr(student_code, "ACCELERATOR_CHUNK_BYTES", chunk_bytes)
+        for device_kind in student_code.CHUNK_BYTES:
+            monkeypatch.setitem(student_code.CHUNK_BYTES, device_kind, chunk_bytes)
     counts = []
-    batch_chunks = student_code._Strategy.batch_chunks
+    batch_chunks = student_code._Geometry.batch_chunks
 
     def counting(self, *args):
         chunks = batch_chunks(self, *args)
         counts.append(len(chunks))
         return chunks
 
-    monkeypatch.setattr(student_code._Strategy, "batch_chunks", counting)
+    monkeypatch.setattr(student_code._Geometry, "batch_chunks", counting)
     return counts
 
 
@@ -114,39 +144,35 @@ def assert_close_to_float64(fn, reference, tensors, dtype, tolerance):
 
 
 # Strided, grouped, depthwise (strided), asymmetric 'same' and pointwise layers.
-STRATEGY_CASES = [CASES[3], CASES[8], CASES[9], CASES[11], CASES[0]]
+CHUNKING_CASES = [CASES[3], CASES[8], CASES[9], CASES[11], CASES[0]]
 
 
-@pytest.mark.parametrize("strategy", student_code.CONV_STRATEGIES)
 @pytest.mark.parametrize("samples_per_chunk,chunks", [(1, 5), (2, 3), (5, 1)])
-@pytest.mark.parametrize("case", STRATEGY_CASES, ids=str)
-def test_each_strategy_matches_conv2d_in_any_chunking(strategy, samples_per_chunk, chunks, case, monkeypatch):
-    # The accelerator's strategy (its chunk budget and one-product weight gradient) is forced on
-    # the CPU here, so it is tested on machines without a GPU. One sample per chunk: 5 chunks.
+@pytest.mark.parametrize("case", CHUNKING_CASES, ids=str)
+def test_matches_conv2d_in_any_chunking(samples_per_chunk, chunks, case, monkeypatch):
+    # One sample per chunk: 5 chunks; the weight gradient sums one product per chunk.
     x, w, b, kwargs = make_case(case, batch=5)
-    counts = force_strategy(monkeypatch, strategy, samples_per_chunk * column_bytes(x, w, kwargs))
+    counts = count_chunks(monkeypatch, samples_per_chunk * column_bytes(x, w, kwargs))
     assert_matches_conv2d([x, w, b], kwargs)
     assert counts == [chunks, chunks]  # forward and backward chunk the batch alike
 
 
-@pytest.mark.parametrize("strategy", student_code.CONV_STRATEGIES)
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=str)
-def test_each_strategy_in_low_precision(strategy, dtype, tolerance, monkeypatch):
+def test_chunked_in_low_precision(dtype, tolerance, monkeypatch):
     x, w, b, kwargs = make_case(CASES[8], batch=4, size=(12, 12))
-    force_strategy(monkeypatch, strategy, 2 * column_bytes(x, w, kwargs, dtype))
+    count_chunks(monkeypatch, 2 * column_bytes(x, w, kwargs, dtype))
     assert_close_to_float64(lambda *t: custom_conv2d(*t, **kwargs), lambda *t: F.conv2d(*t, **kwargs),
                             [x, w, b], dtype, tolerance)
 
 
-def test_strategy_follows_the_device_unless_forced(monkeypatch):
-    assert student_code._Strategy(torch.device("cpu")).name == "cpu"
-    assert student_code._Strategy(torch.device("meta")).name == "accelerator"
-    monkeypatch.setattr(student_code, "CONV_STRATEGY", "accelerator")
-    strategy = student_code._Strategy(torch.device("cpu"))
-    assert strategy.one_product and strategy.chunk_bytes == student_code.ACCELERATOR_CHUNK_BYTES
-    monkeypatch.setattr(student_code, "CONV_STRATEGY", "gpu")
-    with pytest.raises(ValueError, match="CONV_STRATEGY must be None or one of"):
-        custom_conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3))
+def test_the_chunk_budget_follows_the_device():
+    # SimpleNet's 3x3 64-channel layer at 32 x 32: 576 x 1024 float32 columns, 2.25 MiB a sample.
+    sample_bytes = 64 * 9 * 32 * 32 * 4
+    for device, budget in (("cpu", student_code.CHUNK_BYTES["cpu"]),
+                           ("meta", student_code.CHUNK_BYTES["accelerator"])):  # any device but the CPU
+        x, w = torch.empty(64, 64, 32, 32, device=device), torch.empty(64, 64, 3, 3, device=device)
+        geometry = student_code._Geometry(x, w, None, 1, 1, 1, 1)
+        assert geometry.chunk_size == max(1, budget // sample_bytes)
 
 
 def test_unbatched_input():
@@ -171,25 +197,19 @@ def test_memory_layouts(layout):
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_channels_last_in_channels_last_out_as_conv2d(case):
-    # A channels-last input (and weight, as model.to(memory_format=torch.channels_last) leaves them):
-    # the output and the input's gradient come back channels-last as nn.Conv2d's do, except grouped
-    # layers, which stay NCHW; the values and every gradient match F.conv2d's.
+def test_channels_last_input_matches_conv2d(case):
+    # A channels-last input and weight (as model.to(memory_format=torch.channels_last) leaves them),
+    # with a channels-last output gradient (as an NHWC network's next layer sends it): computed in
+    # NCHW, the values and every gradient are F.conv2d's.
     x, w, b, kwargs = make_case(case, size=(12, 12))
     x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
     assert_matches_conv2d([x, w, b], kwargs)
-    # The gradient as the conv returns it: a leaf's .grad would be restrided to the leaf's layout.
-    x = x.detach().requires_grad_()
-    returned = []
-    mid = x * 1  # channels-last too
-    mid.register_hook(returned.append)
-    out = custom_conv2d(mid, w, b, **kwargs)
-    out.backward(torch.ones_like(out).contiguous(memory_format=torch.channels_last))
-    channels_last = kwargs["groups"] == 1
-    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
-    symmetric = case not in (CASES[11], CASES[12])  # asymmetric 'same': a cut-out view of the gradient
-    if channels_last and symmetric:
-        assert returned[0].is_contiguous(memory_format=torch.channels_last)
+    x, w = (t.detach().requires_grad_() for t in (x, w))
+    out = custom_conv2d(x, w, b, **kwargs)
+    ref = F.conv2d(x, w, b, **kwargs)
+    grad_out = torch.randn(out.shape, dtype=out.dtype).contiguous(memory_format=torch.channels_last)
+    for got, expected in zip(torch.autograd.grad(out, (x, w), grad_out), torch.autograd.grad(ref, (x, w), grad_out)):
+        torch.testing.assert_close(got, expected)
 
 
 def test_an_empty_batch_has_empty_gradients():
@@ -201,13 +221,12 @@ def test_an_empty_batch_has_empty_gradients():
             assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
 
 
-@pytest.mark.parametrize("strategy", student_code.CONV_STRATEGIES)
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[11]], ids=str)
-def test_channels_last_in_chunks(strategy, case, monkeypatch):
+def test_channels_last_in_chunks(case, monkeypatch):
     # Pointwise, SimpleNet's 7x7 and an asymmetric 'same' layer, one sample per chunk, in NHWC.
     x, w, b, kwargs = make_case(case, batch=3)
     x = x.contiguous(memory_format=torch.channels_last)
-    counts = force_strategy(monkeypatch, strategy, column_bytes(x, w, kwargs))
+    counts = count_chunks(monkeypatch, column_bytes(x, w, kwargs))
     assert_matches_conv2d([x, w, b], kwargs)
     assert counts == [3, 3]
 
@@ -333,12 +352,13 @@ def test_module_is_a_drop_in_for_nn_conv2d(kwargs):
 ERROR_CASES = [
     # (input shape, weight shape, kwargs, error type, message pattern)
     ((2, 4, 8, 8), (6, 3, 3, 3), {}, ValueError, "input has 4 channels"),
-    ((2, 4, 8, 8), (6, 2, 3, 3), dict(groups=3), ValueError, "groups=3 must divide"),
-    ((2, 4, 8, 8), (5, 2, 3, 3), dict(groups=2), ValueError, "groups=2 must divide"),
+    ((2, 4, 8, 8), (6, 2, 3, 3), dict(groups=3), ValueError, "groups must be a positive int dividing both in"),
+    ((2, 4, 8, 8), (5, 2, 3, 3), dict(groups=2), ValueError, "groups must be a positive int dividing both in"),
+    ((2, 4, 8, 8), (6, 4, 3, 3), dict(groups=0), ValueError, "groups must be a positive int"),
     ((2, 3, 4, 4), (6, 3, 7, 7), {}, ValueError, "larger than the padded input"),
     ((2, 3, 4, 4), (6, 3, 3, 3), dict(dilation=3), ValueError, "larger than the padded input"),
     ((2, 3, 8, 8), (6, 3, 3, 3), dict(stride=0), ValueError, "stride must be at least 1"),
-    ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding=-1), ValueError, "padding must be non-negative"),
+    ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding=-1), ValueError, "padding must be at least 0"),
     ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding="full"), ValueError, "padding must be 'valid', 'same'"),
     ((2, 3, 8, 8), (6, 3, 3, 3), dict(padding="same", stride=2), ValueError, "padding='same' needs stride 1"),
     ((2, 3, 8, 8), (6, 3, 3, 3), dict(dilation=0), ValueError, "dilation must be at least 1"),
@@ -384,16 +404,3 @@ def test_combinations_forward(kernel, stride, padding, dilation):
         pytest.skip("'same' needs stride 1")
     x, w, b, kwargs = make_case((2, 3, kernel, stride, padding, dilation, 1), size=(7, 8))
     torch.testing.assert_close(custom_conv2d(x, w, b, **kwargs), F.conv2d(x, w, b, **kwargs))
-
-
-@pytest.mark.parametrize("groups", [1, 3])
-def test_weight_gradient_layouts_agree(groups):
-    # The GPU's one-product layout and the CPU's per-sample products give the same weight gradient.
-    g = torch.Generator().manual_seed(0)
-    dy = torch.randn(4, groups, 5, 7, dtype=torch.float64, generator=g)  # (Nc, G, O/G, L)
-    cols = torch.randn(4, groups, 6, 7, dtype=torch.float64, generator=g)  # (Nc, G, K, L)
-    expected = torch.einsum("ngol,ngkl->gok", dy, cols)
-    for one_product in (False, True):
-        grad_w = torch.zeros(groups, 5, 6, dtype=torch.float64)
-        student_code._accumulate_weight_grad(grad_w, dy, cols, one_product=one_product)
-        torch.testing.assert_close(grad_w, expected)

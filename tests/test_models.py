@@ -1,4 +1,4 @@
-"""Tests of the networks in student_code's Part II: shapes, gradients, sizes, init, conv_op.
+"""Tests of the networks in student_code's Part II and harness.networks: shapes, gradients, sizes, init, conv_op.
 
 Every network is checked at the training (128 px) and validation (160 px) sizes with nn.Conv2d.
 Gradients and the comparison with CustomConv2d run at the smallest supported size, 64 px, batch 2,
@@ -7,6 +7,8 @@ and the tests share few input shapes: on a CPU the first pass at a new conv shap
 Run: python -m pytest tests/test_models.py -q
 """
 import math
+import sys
+import types
 
 import pytest
 import torch
@@ -16,8 +18,9 @@ import torchvision
 from harness import models
 import student_code
 from harness.models import MAX_MODEL_BYTES, model_size_bytes
-from student_code import CustomConv2d, ResidualBlock, SimpleNet
+from student_code import CustomConv2d, SimpleNet
 from harness.cli import UserError
+from harness.networks import ResidualBlock
 
 ARCH_NAMES = models.arch_names()
 RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
@@ -267,3 +270,17 @@ def test_a_network_written_for_nchw_is_caught_before_it_runs_in_nhwc():
     model = student_code.SimpleNet(conv_op=student_code.CustomConv2d)
     assert models.channels_last_failure(model) is None
     assert all(p.is_contiguous() for p in model.parameters())  # the probe ran on a copy
+
+
+def test_our_designs_build_from_the_harness_whatever_the_students_file_defines(monkeypatch):
+    # A student's file with the 2019 interface only (no CustomNet2BN & co.): --arch still builds our
+    # designs, from harness.networks, and --use-custom-conv gives them the student's CustomConv2d.
+    bare = types.ModuleType("student_code")
+    bare.CustomConv2d, bare.SimpleNet, bare.default_model = CustomConv2d, SimpleNet, SimpleNet
+    monkeypatch.setitem(sys.modules, "student_code", bare)
+    for arch in models.NETWORK_ARCHS:
+        name, model = models.build_model(arch, 10, use_custom_conv=True)
+        assert name == arch and type(model).__name__ == models.ARCHS[arch]
+        assert type(model).__module__ == "harness.networks"
+        assert {type(m) for m in model.modules() if isinstance(m, nn.Conv2d)} == {CustomConv2d}
+    assert models.candidate_archs() == ["simplenet", *models.NETWORK_ARCHS, "resnet18"]

@@ -14,7 +14,8 @@ import torch.nn as nn
 import custom_dataloader
 import custom_transforms
 from harness import models
-from student_code import CustomConv2d, ResNet, ResNet18Half
+from harness.networks import ResNet18Half
+from student_code import CustomConv2d, ResNet
 
 TEAM_ARCHS = ("customnet2", "customnet", "resnet", "googlenet")
 

@@ -17,10 +17,11 @@ import os
 import torch
 import torch.nn as nn
 
-from . import checkpoints, devices, student
+from . import checkpoints, devices, networks, student
 from .cli import UserError
 
-# --arch name -> the class (or function) student_code.py defines for it.
+# --arch name -> the class (or function) student_code.py defines for it, or harness.networks for
+# NETWORK_ARCHS.
 ARCHS = {
     "simplenet": "SimpleNet",
     # The team's networks, as their code built them (their checkpoints load into these).
@@ -28,14 +29,16 @@ ARCHS = {
     "customnet": "CustomNet",
     "resnet": "ResNet",
     "googlenet": "GoogLeNet",
-    # Our own designs, written from the report's prose.
+    # Our own designs, written from the report's prose: harness.networks builds them (NETWORK_ARCHS).
     "customnet2_bn": "CustomNet2BN",
     "customnet_res": "CustomNetRes",
     "resnet18_half": "ResNet18Half",
     "googlenet_half": "GoogLeNetHalf",
 }
-# Networks the harness builds itself.
+# Networks the harness builds itself: torchvision's resnet18 (with its `pretrained` argument), and our
+# designs, classes of harness.networks whatever the student's file defines.
 HARNESS_ARCHS = ("resnet18",)
+NETWORK_ARCHS = ("customnet2_bn", "customnet_res", "resnet18_half", "googlenet_half")
 INITS = ("model", "pytorch")
 # The conv op a network is built with, by --use-custom-conv (False, True): checkpoints and run names.
 CONV_OPS = ("Conv2d", "CustomConv2d")
@@ -63,6 +66,8 @@ def constructor_for(arch):
         return arch_of(constructor), constructor
     if arch in HARNESS_ARCHS:
         return arch, resnet18
+    if arch in NETWORK_ARCHS:
+        return arch, getattr(networks, ARCHS[arch])
     class_name = ARCHS.get(arch, arch)
     module = student.load()
     constructor = getattr(module, class_name, None)
@@ -172,10 +177,11 @@ def choose_channels_last(requested, device, model, amp=False, use_custom_conv=Fa
 
 
 def candidate_archs():
-    """Every network the harness can build with this student's file: the registry's names it defines,
-    then default_model's class when the registry does not name it, then the harness's own."""
+    """Every network the harness can build with this student's file: the registry's names it defines
+    (and our designs), then default_model's class when the registry does not name it, then resnet18."""
     module = student.load()
-    names = [arch for arch, class_name in ARCHS.items() if callable(getattr(module, class_name, None))]
+    names = [arch for arch, class_name in ARCHS.items()
+             if arch in NETWORK_ARCHS or callable(getattr(module, class_name, None))]
     default = getattr(module, "default_model", None)
     if default is not None and arch_of(default) not in names:
         names.append(arch_of(default))
