@@ -179,7 +179,7 @@ def deferred_batch(size=8, seed=0):
 def test_resample_batch_on_the_device_equals_the_cpu(device):
     batch = deferred_batch()
     expected = custom_transforms.resample_batch(batch)
-    images, target = loaders.to_device(batch, torch.arange(8), device, channels_last=True)
+    images, target = loaders.finish_deferred_batch(batch, torch.arange(8), device, channels_last=True)
     assert images.device.type == device.type and target.device.type == device.type
     assert images.is_contiguous(memory_format=torch.channels_last)
     difference = (images.cpu() - expected).abs()

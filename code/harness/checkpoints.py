@@ -1,6 +1,6 @@
 """Checkpoints: writing ours safely, and reading every kind users have.
 
-Written by main.py (`save`): one resumable dict, to a temporary file renamed into place,
+Written by main.py (`training_state` makes the dict, `save` writes it to a temporary file renamed into place):
     {epoch, arch, conv_op, num_classes, classes, state_dict, best_acc1, optimizer, scaler, rng, args,
      validated, pending_record}
 where `epoch` counts finished epochs, `validated` says whether that epoch's validation ran, and
