@@ -1,6 +1,6 @@
 """Parameter count, saved size and compute of every --arch network, as a Markdown table.
 
-    python bench/model_sizes.py            # the README's table
+    python bench/model_sizes.py            # the table in docs/networks.md
     python bench/model_sizes.py --size 160 # multiply-accumulates at the validation size
 
 Size is the bytes of torch.save(model.state_dict()), the file the MiniPlaces challenge limits to

@@ -34,7 +34,7 @@ from torch.autograd import Function
 # A channels-last (NHWC) input is computed, and answered, in NCHW.
 
 # Bytes of columns per chunk. On the CPU (L2 1 MiB a core, L3 32 MiB here) 4 MiB measured best with
-# bench/bench_conv.py (README); a GPU wants few, large products, bounded to keep the columns' memory modest.
+# bench/bench_conv.py (docs/measurements.md); a GPU wants few, large products, bounded to keep the columns' memory modest.
 CHUNK_BYTES = {"cpu": 4 * 2**20, "accelerator": 64 * 2**20}
 
 

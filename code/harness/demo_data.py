@@ -47,7 +47,7 @@ FORMAT_VERSION = 3  # 3: dark/light tints, busier scenes; 2 drew colours from th
 # side of grey: sea and sand, windows and walls). With colours drawn from the whole RGB cube (format version 2), an
 # untrained SimpleNet's pooled features varied mostly with the colours (a fifth to a quarter of their
 # variance lay between the classes, against three quarters with these tints), and 2 epochs of the
-# demo reached 45-55% where they now reach 76-98% (the README has the runs).
+# demo reached 45-55% where they now reach 76-98% (docs/measurements.md has the runs).
 DARK_LEVELS, LIGHT_LEVELS = (0, 80), (176, 256)  # [low, high) per channel; 255 - c swaps the ranges
 
 

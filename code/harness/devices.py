@@ -52,7 +52,7 @@ def use_channels_last(requested, device, amp=False):
     """Whether the network and its batches use the channels-last (NHWC) memory format on `device`.
 
     `requested` is the user's choice (--channels-last True, --no-channels-last False) and wins; None
-    picks the format measured faster (README, "Memory format"):
+    picks the format measured faster (docs/training-and-resume.md, "Memory format"):
       - the CPU: NHWC. oneDNN's convolutions and max-pooling run natively in it; on the 2-core AVX2
         development machine SimpleNet's training step ran 1.33x and its evaluation forward pass
         1.57x faster than in NCHW (bench/bench_train.py, with --inference), and with the

@@ -3,7 +3,8 @@ student's file, the challenge's model-size limit, and torchvision's resnet18 bas
 
 `--arch NAME` names a class that student_code.py defines (ARCHS maps each name to the class it looks
 for); without --arch the harness builds `student_code.default_model`, as the 2019 harness did.
-`resnet18` is the harness's own (torchvision's network), not the student's.
+The harness builds some networks itself: `resnet18` (torchvision's) and our own designs
+(harness.networks: customnet2_bn, customnet_res, resnet18_half, googlenet_half).
 
 Construction follows the 2019 calls: `Network(num_classes=...)`, plus `conv_op=CustomConv2d` only
 with --use-custom-conv. `init='pytorch'` re-initialises every layer with PyTorch's defaults (how the
@@ -227,7 +228,7 @@ def model_for_checkpoint(checkpoint, arch, num_classes, use_custom_conv=False, f
                 f"({ARCHS.get(fitting, fitting)}): building that")
         name, model = build_model(fitting, num_classes, use_custom_conv, pretrained=False)
         return name, model, note
-    where = f"they fit --arch {fitting}" if fitting else f"they fit no network of {student.FILE_NAME}"
+    where = f"they fit --arch {fitting}" if fitting else f"they fit no network of {student.FILE_NAME} or the harness"
     raise checkpoints.CheckpointError(
         f"{flag}: the weights in {checkpoint.path} do not fit {name} ({ARCHS.get(name, name)}): "
         f"{checkpoints.summarize(problems)}; {where}")

@@ -3,7 +3,7 @@ googlenet_half (harness.models builds them; `--use-custom-conv` passes the stude
 `conv_op`, as for every network).
 
 Not the team's networks (student_code.py rebuilds those, so that the team's checkpoints load): written
-from the report's prose before the team's code was at hand, then measured (the README's tables), they
+from the report's prose before the team's code was at hand, then measured (docs/networks.md and docs/measurements.md), they
 are the base for beating the report. Their state-dict names and parameter counts are those they had in
 student_code.py, where they were first written, so the checkpoints trained then still load.
 """
