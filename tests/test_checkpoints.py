@@ -187,7 +187,7 @@ def test_weights_that_fit_nothing_list_five_problems(tiny_data, tmp_path, capsys
     assert problems[:5] == ["missing features.0.weight", "missing features.0.bias", "missing features.3.weight",
                             "missing features.3.bias", "missing features.5.weight"]
     assert re.fullmatch(r"and \d+ more", problems[5])
-    assert err.strip().endswith("they fit no network of student_code.py")
+    assert err.strip().endswith("they fit no network of student_code.py or the harness")
 
 
 def test_pickled_objects_stay_refused(network, tiny_data, tmp_path, capsys):
