@@ -5,7 +5,10 @@
 Prints the assignment's lines and exits non-zero when a check fails (the original printed
 "All passed!" whatever happened): 1 when a check fails (an exception inside the student's code is
 one line naming its file and line, under the check's name), 4 when student_code.py cannot be
-imported or lacks CustomConv2DFunction or CustomConv2d. pytest collects the three checks too.
+imported or lacks CustomConv2DFunction or CustomConv2d. Under a failed check, one line for each of
+the output and the input, weight and bias gradients that differs from PyTorch's says by how much,
+and, where a simpler case fails too, the smallest such case (harness.conv_check). pytest collects
+the three checks too, with the same lines in its assertion message.
 """
 import sys
 
@@ -14,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from harness import student
+from harness import conv_check, student
 from harness.cli import print_user_error
 
 
@@ -24,7 +27,7 @@ def custom_conv2d(*args):
 
 # The assignment's case: 2 x 3 x 12 x 12 input, 64 filters of 7 x 7, stride 2, padding 3, float64.
 STRIDE, PADDING = 2, 3
-ATOL = 1e-5
+ATOL = conv_check.ATOL
 GRADCHECK_EPS = 1e-4
 
 
@@ -41,21 +44,27 @@ def make_inputs(device):
     return randn(2, 3, 12, 12), randn(64, 3, 7, 7), randn(64)
 
 
+# Each check returns (passed, lines): the lines say what differs from PyTorch's and by how much
+# (harness.conv_check), printed under a failed check and given to pytest's assertion.
+
+
 def check_fprop(device):
     """The custom forward matches F.conv2d within ATOL."""
     input_feats, weight, bias = make_inputs(device)
     ref_output = F.conv2d(input_feats, weight, bias, STRIDE, PADDING)
     output = custom_conv2d(input_feats, weight, bias, STRIDE, PADDING)
-    return output.shape == ref_output.shape and bool((output - ref_output).abs().max() < ATOL)
+    passed = output.shape == ref_output.shape and bool((output - ref_output).abs().max() < ATOL)
+    return passed, [] if passed else conv_check.diagnose(custom_conv2d, device)
 
 
 def check_bprop(device):
     """The custom backward matches finite differences (gradcheck)."""
     input_feats, weight, bias = make_inputs(device)
-    return gradcheck(
+    passed = gradcheck(
         custom_conv2d, (input_feats, weight, bias, STRIDE, PADDING),
         eps=GRADCHECK_EPS, atol=ATOL, raise_exception=False,
     )
+    return passed, [] if passed else conv_check.diagnose(custom_conv2d, device)
 
 
 def check_module(device):
@@ -67,12 +76,13 @@ def check_module(device):
     custom.load_state_dict(reference.state_dict())
     input_feats, _, _ = make_inputs(device)
     ref_output, output = reference(input_feats), custom(input_feats)
-    if output.shape != ref_output.shape or not torch.allclose(output, ref_output, atol=ATOL):
-        return False
-    grad = torch.randn_like(output)
-    ref_grads = torch.autograd.grad(ref_output, [input_feats, *reference.parameters()], grad)
-    grads = torch.autograd.grad(output, [input_feats, *custom.parameters()], grad)
-    return all(torch.allclose(a, b, atol=ATOL) for a, b in zip(grads, ref_grads))
+    passed = output.shape == ref_output.shape and torch.allclose(output, ref_output, atol=ATOL)
+    if passed:
+        grad = torch.randn_like(output)
+        ref_grads = torch.autograd.grad(ref_output, [input_feats, *reference.parameters()], grad)
+        grads = torch.autograd.grad(output, [input_feats, *custom.parameters()], grad)
+        passed = all(torch.allclose(a, b, atol=ATOL) for a, b in zip(grads, ref_grads))
+    return passed, [] if passed else conv_check.diagnose(conv_check.module_as_function(custom_module), device)
 
 
 CHECKS = (
@@ -94,12 +104,14 @@ def main():
     for heading, name, check in CHECKS:
         print(heading)
         try:
-            passed = check(device)
+            passed, lines = check(device)
         except Exception as exc:  # the student's code may raise anything: name it and go on
             print(f"{name} failed: {student.describe(exc)}")
             failed += 1
             continue
         print(f"{name} {'passed' if passed else 'failed'}")
+        for line in lines:
+            print(f"  {line}")
         failed += not passed
     if failed:
         print(f"{failed} of {len(CHECKS)} checks failed.")
@@ -108,17 +120,20 @@ def main():
     return 0
 
 
-# pytest entry points: the same checks, on the same device.
+# pytest entry points: the same checks, on the same device, with the same detail on failure.
 def test_fprop():
-    assert check_fprop(pick_device())
+    passed, lines = check_fprop(pick_device())
+    assert passed, "\n".join(lines)
 
 
 def test_bprop():
-    assert check_bprop(pick_device())
+    passed, lines = check_bprop(pick_device())
+    assert passed, "\n".join(lines)
 
 
 def test_module_wrapper():
-    assert check_module(pick_device())
+    passed, lines = check_module(pick_device())
+    assert passed, "\n".join(lines)
 
 
 if __name__ == "__main__":

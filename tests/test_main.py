@@ -245,9 +245,12 @@ def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
     table = (trained_run / "robustness.md").read_text()
     assert all(f"| {eps} | {rows[eps]['top1']:.2f} |" in table for eps in rows)
     assert (trained_run / "robustness.png").read_bytes()[:4] == b"\x89PNG"
-    assert {"Image/Org_Image", "Image/Adv_Image"} <= image_tags(trained_run)
-    assert (trained_run / "Org_Image_0000.png").is_file() and (trained_run / "Adv_Image_0000.png").is_file()
+    assert {"Image/Org_Image", "Image/Adv_Image", "Image/Adv_Perturbation"} <= image_tags(trained_run)
+    for name in ("Org_Image_0000.png", "Adv_Image_0000.png", "Adv_Perturbation_0000.png"):
+        assert (trained_run / name).is_file(), name
     assert "epsilon 0.1:" in out
+    assert re.search(r"Image/Adv_Perturbation: .* magnified x\d+ \(its largest change: \d+\.\d of 255 grey "
+                     r"levels\)", out)
 
 
 def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, monkeypatch):
@@ -263,7 +266,7 @@ def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, m
     (run_dir,) = logdir.iterdir()
     assert f"tensorboard --logdir {logdir}" in out
     for name in (checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME, "metrics.json", "evaluation.json", "attack.json",
-                 "Image_Atten_0000.png", "Org_Image_0000.png", "Adv_Image_0000.png"):
+                 "Image_Atten_0000.png", "Org_Image_0000.png", "Adv_Image_0000.png", "Adv_Perturbation_0000.png"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "args.json").read_text())["epochs"] == 1
 

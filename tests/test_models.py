@@ -267,6 +267,12 @@ def test_a_network_written_for_nchw_is_caught_before_it_runs_in_nhwc():
 
     failure = models.channels_last_failure(FlattensWithView())
     assert failure.startswith("FlattensWithView fails in NHWC (") and "view size is not compatible" in failure
+    # The run's note is the harness's choice, said as such: no exception, no line of the student's file.
+    said = []
+    assert models.choose_channels_last(None, torch.device("cpu"), FlattensWithView(), say=said.append) is False
+    (note,) = said
+    assert note.startswith("note: FlattensWithView runs in NCHW, the memory layout its code is written for;")
+    assert "Error" not in note and ".py" not in note
     model = student_code.SimpleNet(conv_op=student_code.CustomConv2d)
     assert models.channels_last_failure(model) is None
     assert all(p.is_contiguous() for p in model.parameters())  # the probe ran on a copy

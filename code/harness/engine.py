@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import student
+from . import attack_grid, student
 from .divergence import DivergenceWatch
 from .runlog import MetricLogger, RunLog
 from .metrics import accuracy
@@ -172,7 +172,8 @@ def attack_eval(model, loader, attacks, device, *, print_freq=10, visualize=None
 
     attacks: {epsilon: attacker} (attacker None = the clean images, i.e. epsilon 0), each with a
     .perturb(model, images). With `visualize`, every print_freq batches the last attack's originals and
-    adversarial images go to `Image/Org_Image` and `Image/Adv_Image`.
+    adversarial images go to `Image/Org_Image` and `Image/Adv_Image`, and attack_grid's picture of the
+    labels and the magnified perturbation to `Image/Adv_Perturbation`.
     Returns {"clean": {top1, top5}, "attacks": [{epsilon, top1, top5}, ...], "count"}.
     """
     model.eval()
@@ -183,17 +184,25 @@ def attack_eval(model, loader, attacks, device, *, print_freq=10, visualize=None
     for i, (images, target) in enumerate(loader):
         n = target.shape[0]
         with torch.no_grad():
-            acc1, acc5 = accuracy(model(images), target, topk=(1, 5))
+            clean_logits = model(images)
+            acc1, acc5 = accuracy(clean_logits, target, topk=(1, 5))
         clean.update(n, top1=acc1, top5=acc5)
         for eps, attacker in attacks.items():
             adv_images = images if attacker is None else student.expect_images_like(
                 attacker.perturb(model, images), images, f"{type(attacker).__name__}.perturb")
             with torch.no_grad():
-                acc1, acc5 = accuracy(model(adv_images), target, topk=(1, 5))
+                adv_logits = model(adv_images)
+                acc1, acc5 = accuracy(adv_logits, target, topk=(1, 5))
             adversarial[eps].update(n, top1=acc1, top5=acc5)
-            if eps == last_eps and i % print_freq == 0 and visualize is not None:
+            if eps == last_eps and i % print_freq == 0 and visualize is not None and log.active:
                 log.image("Image/Org_Image", visualize(images), i)
                 log.image("Image/Adv_Image", visualize(adv_images), i)
+                picture, factor, grey_levels = attack_grid.attack_grid(
+                    images, adv_images, target, clean_logits.argmax(1), adv_logits.argmax(1),
+                    getattr(loader.dataset, "classes", None))
+                log.image("Image/Adv_Perturbation", picture, i)
+                log.print(f"  Image/Adv_Perturbation: true, clean and adversarial labels; the perturbation "
+                          f"magnified x{factor:.0f} (its largest change: {grey_levels:.1f} of 255 grey levels)")
         if i % print_freq == 0:
             log.print(f"Attack: [{i}/{len(loader)}]  clean {clean}  adversarial {adversarial[last_eps]}")
     for metrics in (clean, *adversarial.values()):

@@ -16,7 +16,9 @@ line and the exception, e.g.
     code/student_code.py:41 in __init__: AssertionError: Torch not compiled with CUDA enabled
 """
 import importlib
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -42,6 +44,24 @@ def load():
         raise StudentCodeError(f"cannot import {FILE_NAME}: it called sys.exit({exc.code!r})") from None
     except Exception as exc:  # the student's file may raise anything while it is imported
         raise StudentCodeError(f"cannot import {FILE_NAME}: {describe(exc)}") from None
+
+
+def use_file(path):
+    """Make load() import the student's file at `path` instead of code/student_code.py: its folder goes
+    first on sys.path, so modules of its own beside it import too. A file of another name (a download
+    saved as 'student_code (1).py') is copied as student_code.py into a temporary folder put first.
+    Call it before anything loads the student's file. Raises UserError for a path that is no file."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (give the student's student_code.py)")
+    if MODULE_NAME in sys.modules:
+        raise RuntimeError(f"{MODULE_NAME} is already imported from {sys.modules[MODULE_NAME].__file__}")
+    sys.path.insert(0, str(path.parent))
+    if path.name != FILE_NAME:
+        folder = Path(tempfile.mkdtemp(prefix="student-"))
+        shutil.copyfile(path, folder / FILE_NAME)
+        sys.path.insert(0, str(folder))
+    return path
 
 
 def get(name, needed_for):
