@@ -339,3 +339,19 @@ def test_zip_warns_about_missing_results_and_refuses_a_big_model(tmp_path):
     shutil.rmtree(root / "results")
     with pytest.raises(UserError, match=r"results: folder not found"):
         zip_submission.make_zip(root, tmp_path / "out3.zip")
+
+
+def test_zip_lists_what_it_packed(tmp_path, monkeypatch, capsys):
+    import zip_submission
+
+    from harness import paths
+
+    root = fake_checkout(tmp_path / "repo")
+    monkeypatch.setattr(paths, "REPO_ROOT", root)
+    assert zip_submission.main(["--output", str(tmp_path / "hand-in.zip")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    with zipfile.ZipFile(tmp_path / "hand-in.zip") as archive:
+        names = archive.namelist()
+    assert out[:-1] == [f"  {name}" for name in names]  # in the order packed
+    assert "  code/harness/engine.py" not in out
+    assert out[-1].startswith(f"{tmp_path / 'hand-in.zip'}: {len(names)} files, ")

@@ -104,6 +104,8 @@ def main(argv=None):
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for name in names:
+        print(f"  {name}")
     print(f"{output}: {len(names)} files, {output.stat().st_size / 2**20:.2f} MiB")
     return 0
 
