@@ -12,6 +12,7 @@ import json
 import math
 import random
 import re
+import shlex
 
 import numpy as np
 import pytest
@@ -251,6 +252,16 @@ def test_attack_sweep_with_images(trained_run, tiny_data, capsys, monkeypatch):
     assert "epsilon 0.1:" in out
     assert re.search(r"Image/Adv_Perturbation: .* magnified x\d+ \(its largest change: \d+\.\d of 255 grey "
                      r"levels\)", out)
+
+
+def test_the_printed_tensorboard_command_can_be_pasted(tiny_data, tmp_path, capsys):
+    logdir = tmp_path / "log dir" / "journaux é"
+    code, out, err = run_main([str(tiny_data), "--epochs", "1", "-b", "10", "-j", "0", "--gpu", "-1",
+                               "--logdir", logdir, "--run-name", "r"], capsys)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if "view it with:" in line]
+    command = line.split("view it with:", 1)[1].strip()
+    assert shlex.split(command) == ["tensorboard", "--logdir", str(logdir)]
 
 
 def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """main.py --demo: the README's first command. The generated demo dataset (demo_data), a short
 training run with flags.DEMO_DEFAULTS, then -e -v and -a -v on its best checkpoint, on a 2-core CPU
 in about two minutes."""
+import shlex
 import time
 from pathlib import Path
 
@@ -25,5 +26,5 @@ def demo(config, given, ctx):
             "would take minutes on a CPU)")
     evaluation.attack(after.replace(attack=True), ctx, val_images=DEMO_ATTACK_IMAGES)
     ctx.say(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. Logs, checkpoints and PNG grids: "
-            f"{run_dir}\nView them with:  tensorboard --logdir {run_dir.parent}")
+            f"{run_dir}\nView them with:  tensorboard --logdir {shlex.quote(str(run_dir.parent))}")
     return run_dir

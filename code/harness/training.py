@@ -9,6 +9,7 @@ weights, optimizer, GradScaler, RNG states, metrics and TensorBoard curves.
 """
 import functools
 import random
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def train(config, given, ctx):
         raise TrainingDiverged(divergence_message(stop, run)) from None
     finally:
         run.log.close()
-    run.log.print(f"=> run folder {run.run_dir}; view it with:  tensorboard --logdir {run.run_dir.parent}")
+    # Quoted as a shell needs it, so that the command can be pasted whatever the folder's name.
+    logdir = shlex.quote(str(run.run_dir.parent))
+    run.log.print(f"=> run folder {run.run_dir}; view it with:  tensorboard --logdir {logdir}")
     return run.run_dir
 
 
