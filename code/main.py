@@ -128,7 +128,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # the student's code may raise anything; our own bugs keep their traceback
+    except student.RAISES as exc:  # the student's code may raise anything; our own bugs keep their traceback
         if not student.raised_in_student_code(exc):
             raise
         cli.print_user_error(f"{student.describe(exc)} (an error in the student's code)")

@@ -180,7 +180,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr, flush=True)
         return 130
-    except Exception as exc:  # the student's code may raise anything; our own bugs keep their traceback
+    except student.RAISES as exc:  # the student's code may raise anything; our own bugs keep their traceback
         if not student.raised_in_student_code(exc):
             raise
         cli.print_user_error(f"{student.describe(exc)} (an error in the student's code)")

@@ -110,7 +110,7 @@ def build_model(arch, num_classes, use_custom_conv=False, init="model", pretrain
         model = constructor(**kwargs)
     except UserError:
         raise
-    except Exception as exc:  # the student's constructor may raise anything
+    except student.RAISES as exc:  # the student's constructor may raise anything
         raise student.StudentCodeError(
             f"building {constructor.__name__}: {student.describe(exc)}") from None
     if not isinstance(model, nn.Module):
@@ -133,7 +133,7 @@ def check_logits(model, num_classes, arch, size=128):
     try:
         with torch.no_grad():
             output = model(torch.zeros(2, 3, size, size))
-    except Exception as exc:  # the student's forward may raise anything
+    except student.RAISES as exc:  # the student's forward may raise anything
         raise student.StudentCodeError(
             f"running {type(model).__name__} on two blank images: {student.describe(exc)}") from None
     finally:
@@ -158,7 +158,7 @@ def channels_last_failure(model, size=128):
     try:
         output = probe(images)
         output.float().sum().backward()
-    except Exception as exc:  # the student's code may raise anything
+    except student.RAISES as exc:  # the student's code may raise anything
         return f"{type(model).__name__} fails in NHWC ({student.describe(exc)})"
     return None
 

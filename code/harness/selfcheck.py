@@ -72,7 +72,7 @@ def run(say=print, data=None):
             passed, lines = check()
         except student.StudentCodeError as exc:
             passed, lines = False, [str(exc)]
-        except Exception as exc:  # the student's code may raise anything: that part fails
+        except student.RAISES as exc:  # the student's code may raise anything, sys.exit too: that part fails
             if not student.raised_in_student_code(exc):
                 raise
             passed, lines = False, [student.describe(exc)]

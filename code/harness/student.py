@@ -30,6 +30,12 @@ MODULE_NAME = "student_code"
 FILE_NAME = f"{MODULE_NAME}.py"
 
 
+# What the student's code may raise: anything, sys.exit() included. SystemExit is no Exception, so a
+# sys.exit(0) in a forward would otherwise end a run "successfully" (exit 0) having done nothing.
+# (os._exit cannot be caught: it ends the process at once.)
+RAISES = (Exception, SystemExit)
+
+
 class StudentCodeError(UserError):
     """The student's file could not be imported, lacks a name, or raised inside its own code."""
 
@@ -110,6 +116,8 @@ def describe(exc):
     """One line: where in student_code.py `exc` came from, its type and the first line of its message."""
     message = (str(exc).strip().splitlines() or [""])[0][:200]
     what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        what = f"it called sys.exit({exc.code!r})"
     if isinstance(exc, SyntaxError) and Path(exc.filename or "").name == FILE_NAME:
         return f"{FILE_NAME}:{exc.lineno}: SyntaxError: {exc.msg}"
     frame = student_frame(exc)
