@@ -15,6 +15,7 @@ Whatever goes wrong on the student's side becomes a StudentCodeError: one line n
 line and the exception, e.g.
     code/student_code.py:41 in __init__: AssertionError: Torch not compiled with CUDA enabled
 """
+import atexit
 import importlib
 import shutil
 import sys
@@ -34,6 +35,7 @@ FILE_NAME = f"{MODULE_NAME}.py"
 # sys.exit(0) in a forward would otherwise end a run "successfully" (exit 0) having done nothing.
 # (os._exit cannot be caught: it ends the process at once.)
 RAISES = (Exception, SystemExit)
+_COPIED_FROM = {}  # a temporary student_code.py (use_file) -> the file it copies
 
 
 class StudentCodeError(UserError):
@@ -65,7 +67,9 @@ def use_file(path):
     sys.path.insert(0, str(path.parent))
     if path.name != FILE_NAME:
         folder = Path(tempfile.mkdtemp(prefix="student-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # nothing left behind in the temp folder
         shutil.copyfile(path, folder / FILE_NAME)
+        _COPIED_FROM[str((folder / FILE_NAME).resolve())] = str(path)  # messages name the student's file
         sys.path.insert(0, str(folder))
     return path
 
@@ -123,4 +127,5 @@ def describe(exc):
     frame = student_frame(exc)
     if frame is None:
         return what
-    return f"{Path(frame.filename).parent.name}/{FILE_NAME}:{frame.lineno} in {frame.name}: {what}"
+    where = _COPIED_FROM.get(str(Path(frame.filename).resolve()), f"{Path(frame.filename).parent.name}/{FILE_NAME}")
+    return f"{where}:{frame.lineno} in {frame.name}: {what}"
