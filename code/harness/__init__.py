@@ -27,4 +27,7 @@ code/main.py, code/test_conv.py and tools/ are thin scripts over these modules; 
     demo          --demo
     demo_data     the generated demo dataset
     scoring       top-k error of prediction files (the devkit's evaluation)
+    conv_check    what differs between a student's convolution and F.conv2d (test_conv.py)
+    selfcheck     a student's file checked end to end (tools/check_student_code.py)
+    attack_grid   the picture of an attack: labels and the magnified perturbation
 """
