@@ -85,7 +85,7 @@ def get_args_parser():
     parser.add_argument("--adv-steps", default=2, type=int, help="PGD steps per adversarial training batch")
     parser.add_argument("--eps-sweep", action="store_true",
                         help=f"with -a: accuracy at epsilon {', '.join(map(str, evaluation.SWEEP_EPSILONS))}; "
-                             "writes attacks.md and attacks.png")
+                             "writes robustness.md and robustness.png")
     parser.add_argument("--demo", action="store_true",
                         help="generate the demo dataset if absent, train briefly, then run -e -v and -a -v")
     return parser

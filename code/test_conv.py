@@ -4,8 +4,9 @@
 
 Prints the assignment's lines and exits non-zero when a check fails (the original printed
 "All passed!" whatever happened): 1 when a check fails (an exception inside the student's code is
-one line naming its file and line, under the check's name), 4 when student_code.py cannot be
-imported or lacks CustomConv2DFunction or CustomConv2d. Under a failed check, one line for each of
+one line naming its file and line, under the check's name; a missing CustomConv2DFunction or
+CustomConv2d fails the checks that need it), 4 when student_code.py cannot be imported, 130 when
+interrupted. Under a failed check, one line for each of
 the output and the input, weight and bias gradients that differs from PyTorch's says by how much,
 and, where a simpler case fails too, the smallest such case (harness.conv_check). pytest collects
 the three checks too, with the same lines in its assertion message.
@@ -60,10 +61,17 @@ def check_fprop(device):
 def check_bprop(device):
     """The custom backward matches finite differences (gradcheck)."""
     input_feats, weight, bias = make_inputs(device)
-    passed = gradcheck(
-        custom_conv2d, (input_feats, weight, bias, STRIDE, PADDING),
-        eps=GRADCHECK_EPS, atol=ATOL, raise_exception=False,
-    )
+    # Finite differences: some 20,000 tiny forward passes. One thread each: on a busy 2-core machine the
+    # intra-op pool's spinning made them 10x slower (13 s alone, over 150 s beside two other runs).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        passed = gradcheck(
+            custom_conv2d, (input_feats, weight, bias, STRIDE, PADDING),
+            eps=GRADCHECK_EPS, atol=ATOL, raise_exception=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
     return passed, [] if passed else conv_check.diagnose(custom_conv2d, device)
 
 
@@ -93,6 +101,14 @@ CHECKS = (
 
 
 def main():
+    try:
+        return run_checks()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def run_checks():
     try:
         student.load()
     except student.StudentCodeError as exc:

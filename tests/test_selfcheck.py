@@ -23,6 +23,12 @@ MISTAKES = {
     "PGD forgets the projection": (
         "output = torch.min(torch.max(output, input - self.epsilon), input + self.epsilon).detach()",
         "output = output.detach()"),
+    "backward returns too few gradients": (
+        "return grad_input, grad_weight, grad_bias, None, None",
+        "return grad_input, grad_weight, grad_bias"),
+    "PGD changes its input in place": (
+        "input + self.epsilon).detach()\n    return output",
+        "input + self.epsilon).detach()\n    input.data.copy_(output)\n    return output"),
     "saliency keeps the gradient's sign": (
         "output = input.grad.abs().max(1, keepdim=True)[0]",
         "output = input.grad.max(1, keepdim=True)[0]"),
@@ -33,6 +39,8 @@ FAILS = {
     "PGD steps up the target's loss": {"PGD"},
     "PGD forgets the projection": {"PGD"},
     "saliency keeps the gradient's sign": {"saliency"},
+    "backward returns too few gradients": {"the convolution", "the network"},
+    "PGD changes its input in place": {"PGD"},
 }
 
 

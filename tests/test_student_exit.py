@@ -73,3 +73,60 @@ def test_test_conv_names_the_exit_and_goes_on(tmp_path, use_student, capsys):
 
 def test_our_own_sys_exit_is_not_the_students():
     assert not student.raised_in_student_code(SystemExit(0))
+
+
+def student_with(folder, right, wrong):
+    """The 2019 student's file with `right` replaced by `wrong`, imported from folder/student_code.py."""
+    source = STUDENT_2019.read_text()
+    assert right in source
+    path = folder / "student_code.py"
+    path.write_text(source.replace(right, wrong))
+    spec = importlib.util.spec_from_file_location("student_code", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_backward_returning_too_few_gradients_is_one_line(tiny_data, tmp_path, use_student, capsys):
+    # Autograd raises this after the student's backward has returned: no frame of their file in it.
+    use_student(student_with(tmp_path, "return grad_input, grad_weight, grad_bias, None, None",
+                             "return grad_input, grad_weight, grad_bias"))
+    exit_code, _, err = run_main([tiny_data, "--use-custom-conv", "--epochs", "1", "-b", "4", "-j", "0",
+                                  "--gpu", "-1", "--logdir", tmp_path / "logs"], capsys)
+    assert exit_code == 4
+    assert re.fullmatch(r"error: \S*student_code\.py: CustomConv2DFunction\.backward: RuntimeError: function "
+                        r"CustomConv2DFunctionBackward returned an incorrect number of gradients \(expected \d, got 3\)"
+                        r" \(an error in the student's code\)", err.strip())
+
+
+def test_an_unfinished_explain_is_refused_in_one_line(tmp_path, use_student):
+    import torch
+
+    from harness import engine
+
+    use_student(student_with(tmp_path, "    output = input.grad.abs().max(1, keepdim=True)[0]\n",
+                             "    output = None\n"))
+    module = sys.modules["student_code"]
+    model = module.SimpleNet(num_classes=3).eval()
+    batch = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]
+    with pytest.raises(student.StudentCodeError, match=r"student_code\.py's GradAttention\.explain returned a "
+                                                       r"NoneType, not a saliency map of shape \(2, 1, 32, 32\)"):
+        engine.validate(model, batch, torch.nn.CrossEntropyLoss(), torch.device("cpu"), print_freq=1,
+                        attention=module.GradAttention(torch.nn.CrossEntropyLoss()),
+                        visualize=module.vis_grad_attention, log=engine.RunLog(tmp_path, active=True))
+
+
+def test_an_attack_that_changes_its_input_leaves_the_clean_batch_alone():
+    import torch
+
+    from harness import engine
+
+    class InPlace:
+        def perturb(self, model, images):
+            return images.add_(1.0)  # the mistake: the caller's tensor changes
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5)).eval()
+    images = torch.randn(2, 3, 4, 4)
+    before = images.clone()
+    engine.attack_eval(model, [(images, torch.tensor([0, 1]))], {0.1: InPlace()}, torch.device("cpu"))
+    assert torch.equal(images, before)

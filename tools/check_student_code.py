@@ -30,7 +30,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
         path = student.use_file(args.file)
         student.load()
-        print(f"Checking {path} (about a minute on a CPU)", flush=True)
+        print(f"Checking {path} (half a minute or so on a CPU)", flush=True)
         start = time.perf_counter()
         verdicts = selfcheck.run(say=lambda line: print(line, flush=True), data=args.data)
     except student.StudentCodeError as exc:

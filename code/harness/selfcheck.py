@@ -158,8 +158,8 @@ def check_saliency(model, images):
     x = images[:ATTACKED].clone()
     attention = student.get("default_attention", "Part III saliency")(nn.CrossEntropyLoss())
     saliency = attention.explain(model, x.clone())
-    expected = input_gradient_saliency(model, x)  # (N, 1, H, W)
-    if not isinstance(saliency, torch.Tensor) or saliency.numel() != expected.numel():
+    expected = input_gradient_saliency(model, x)  # (N, 1, H, W), what -e -v's pictures need
+    if not isinstance(saliency, torch.Tensor) or saliency.shape != expected.shape:
         got = tuple(saliency.shape) if isinstance(saliency, torch.Tensor) else type(saliency).__name__
         return False, [f"explain returned {got}; expected a map of shape {tuple(expected.shape)}"]
     found = saliency.detach().double().reshape(len(x), -1)
@@ -190,11 +190,15 @@ def check_attack(model, images):
     x = images[:ATTACKED].clone()
     attack = student.get("default_attack", "Part III PGD")(nn.CrossEntropyLoss())
     epsilon = float(getattr(attack, "epsilon", 0.1))
-    adversarial = attack.perturb(model, x.clone())
+    given = x.clone()
+    adversarial = attack.perturb(model, given)
     if not isinstance(adversarial, torch.Tensor) or adversarial.shape != x.shape:
         got = tuple(adversarial.shape) if isinstance(adversarial, torch.Tensor) else type(adversarial).__name__
         return False, [f"perturb returned {got}; expected images of shape {tuple(x.shape)}"]
     lines, passed = [], True
+    if not torch.equal(given, x):
+        passed = False
+        lines.append("perturb changed its input in place: the clean images must stay as they were")
     distance = (adversarial.detach() - x).abs().max().item()
     if distance > epsilon + 1e-5:
         passed = False

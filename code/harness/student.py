@@ -17,6 +17,7 @@ line and the exception, e.g.
 """
 import atexit
 import importlib
+import re
 import shutil
 import sys
 import tempfile
@@ -98,8 +99,21 @@ def expect_images_like(result, images, what):
                            f"input {tuple(images.shape)}")
 
 
+def expect_saliency_for(result, images, what):
+    """Refuse, in one line, a saliency map that is not a tensor of shape (N, 1, H, W) for `images`
+    (N, 3, H, W): None from an unfinished explain, (N, H, W), (N, 3, H, W) ..."""
+    expected = (images.shape[0], 1, *images.shape[2:])
+    if isinstance(result, torch.Tensor) and result.shape == expected:
+        return result
+    got = f"a tensor of shape {tuple(result.shape)}" if isinstance(result, torch.Tensor) \
+        else f"a {type(result).__name__}"
+    raise StudentCodeError(f"{FILE_NAME}'s {what} returned {got}, not a saliency map of shape {expected}")
+
+
 def _file_of(module):
     path = Path(getattr(module, "__file__", FILE_NAME))
+    if str(path.resolve()) in _COPIED_FROM:
+        return _COPIED_FROM[str(path.resolve())]
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
@@ -111,9 +125,29 @@ def student_frame(exc):
 
 
 def raised_in_student_code(exc):
-    """True when `exc` was raised from code in student_code.py (or while importing it)."""
-    return student_frame(exc) is not None or (
+    """True when `exc` was raised from code in student_code.py (or while importing it), or by autograd
+    about what a backward of the file returned (autograd_function_of)."""
+    return student_frame(exc) is not None or autograd_function_of(exc) is not None or (
         isinstance(exc, SyntaxError) and Path(exc.filename or "").name == FILE_NAME)
+
+
+def autograd_function_of(exc):
+    """The name of the student's autograd Function that `exc` blames, or None.
+
+    Autograd checks what a Function's backward returned (how many gradients, their shapes) after it has
+    returned, so the error's traceback holds no frame of the student's file; its message names the
+    Function's backward node, e.g. 'function CustomConv2DFunctionBackward returned an incorrect number
+    of gradients (expected 5, got 3)'.
+    """
+    module = sys.modules.get(MODULE_NAME)
+    if module is None or not isinstance(exc, RuntimeError):
+        return None
+    message = str(exc)
+    for name, value in vars(module).items():
+        if (isinstance(value, type) and issubclass(value, torch.autograd.Function)
+                and value is not torch.autograd.Function and re.search(rf"\b{name}Backward\b", message)):
+            return name
+    return None
 
 
 def describe(exc):
@@ -123,8 +157,12 @@ def describe(exc):
     if isinstance(exc, SystemExit):
         what = f"it called sys.exit({exc.code!r})"
     if isinstance(exc, SyntaxError) and Path(exc.filename or "").name == FILE_NAME:
-        return f"{FILE_NAME}:{exc.lineno}: SyntaxError: {exc.msg}"
+        where = _COPIED_FROM.get(str(Path(exc.filename).resolve()), FILE_NAME)
+        return f"{where}:{exc.lineno}: SyntaxError: {exc.msg}"
     frame = student_frame(exc)
+    function = autograd_function_of(exc) if frame is None else None
+    if function is not None:
+        return f"{_file_of(sys.modules[MODULE_NAME])}: {function}.backward: {what}"
     if frame is None:
         return what
     where = _COPIED_FROM.get(str(Path(frame.filename).resolve()), f"{Path(frame.filename).parent.name}/{FILE_NAME}")
