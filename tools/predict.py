@@ -113,8 +113,7 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
 
     `channels_last` None picks the memory format for the device, NCHW for a network that fails in NHWC
     (models.choose_channels_last)."""
-    checkpoint = checkpoints.read(checkpoint_path, "--resume")
-    checkpoints.check_finite(checkpoint, "--resume")
+    checkpoint = checkpoints.read_finite(checkpoint_path, "--resume")
     out_dir = Path(out_dir)
     root = loaders.check_data_folder(data_folder)
     num_classes = loaders.count_classes(root)

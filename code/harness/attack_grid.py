@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from custom_transforms import IMAGENET_MEAN, IMAGENET_STD
+from custom_transforms import Denormalize
 
 LINE_HEIGHT = 12  # pixels: a line of Pillow's default font
 CAPTION_HEIGHT = 2 * LINE_HEIGHT + 2
@@ -18,9 +18,7 @@ GAP = 2  # pixels between panels and rows, as make_grid's padding
 
 def to_pixels(images):
     """(N, 3, H, W) normalized images -> pixel values in [0, 1] (float32, on the CPU)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images.detach().float().cpu() * std + mean).clamp(0, 1)
+    return Denormalize()(images.detach().float().cpu())
 
 
 def magnification(clean, adversarial):

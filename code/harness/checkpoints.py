@@ -161,6 +161,14 @@ def read(path, flag="--resume"):
     return checkpoint
 
 
+def read_finite(path, flag="--resume"):
+    """read(path), refused in one line (NonFiniteError) when its weights are not finite: the checkpoint
+    a run continues, evaluates, attacks or hands in."""
+    checkpoint = read(path, flag)
+    check_finite(checkpoint, flag)
+    return checkpoint
+
+
 def _is_state_dict(value):
     return bool(value) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
 

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from . import attacks, devices, engine, files, flags, loaders, models, runs, student
+from . import attacks, checkpoints, devices, engine, files, flags, loaders, models, runs, student
 from .runlog import RunLog
-from .training import read_checkpoint
 
 SWEEP_EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1)
 
@@ -29,7 +28,7 @@ def load_for_eval(config, ctx, val_images=None):
     """The --resume model in eval mode with the val loader for -e and -a; `val_images` keeps only the
     first N val images (the demo's attack pass). -b is not used, so a torchrun's batch split is not
     checked here."""
-    checkpoint = read_checkpoint(config.resume)
+    checkpoint = checkpoints.read_finite(config.resume)
     _, val_set, _ = loaders.build_datasets(config.data_folder, config.cache, train=False)
     arch, model, note = models.model_from_checkpoint(checkpoint, config.arch, len(val_set.classes),
                                                      config.use_custom_conv, data=config.data_folder)

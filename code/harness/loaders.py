@@ -51,7 +51,7 @@ def cap_workers(workers, say=print):
 
 
 def train_pipeline():
-    """(transforms, finish_batch, description) of the training set.
+    """(transforms, finish_batch) of the training set.
 
     Ours defers the resampling to the batch (custom_transforms.get_train_transforms(defer=True)): the
     workers yield what resample_batch needs and `finish_batch` is finish_deferred_batch. The student's
@@ -60,9 +60,9 @@ def train_pipeline():
     """
     student_transforms = student.optional("get_train_transforms")
     if student_transforms is None:
-        return custom_transforms.get_train_transforms(defer=True), finish_deferred_batch, "deferred to the batch"
+        return custom_transforms.get_train_transforms(defer=True), finish_deferred_batch
     normalize = custom_transforms.Normalize(custom_transforms.IMAGENET_MEAN, custom_transforms.IMAGENET_STD)
-    return student_transforms(normalize), to_device, f"{student.FILE_NAME}'s get_train_transforms"
+    return student_transforms(normalize), to_device
 
 
 def build_datasets(data_folder, cache, train=True):
@@ -73,7 +73,7 @@ def build_datasets(data_folder, cache, train=True):
     num_classes = count_classes(root)
     train_set, finish_batch = None, None
     if train:
-        transforms, finish_batch, _ = train_pipeline()
+        transforms, finish_batch = train_pipeline()
         train_set = custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split="train",
                                                        transforms=transforms, cache=cache)
     val_set = custom_dataloader.MiniPlacesLoader(root, num_classes=num_classes, split="val",

@@ -110,11 +110,15 @@ def expect_saliency_for(result, images, what):
     raise StudentCodeError(f"{FILE_NAME}'s {what} returned {got}, not a saliency map of shape {expected}")
 
 
+def _shown_as(filename, default):
+    """How messages name the file at `filename`: the student's own path when it is a copy that
+    use_file made, else `default`."""
+    return _COPIED_FROM.get(str(Path(filename).resolve()), default)
+
+
 def _file_of(module):
     path = Path(getattr(module, "__file__", FILE_NAME))
-    if str(path.resolve()) in _COPIED_FROM:
-        return _COPIED_FROM[str(path.resolve())]
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return _shown_as(path, f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
 
 
 def student_frame(exc):
@@ -157,13 +161,12 @@ def describe(exc):
     if isinstance(exc, SystemExit):
         what = f"it called sys.exit({exc.code!r})"
     if isinstance(exc, SyntaxError) and Path(exc.filename or "").name == FILE_NAME:
-        where = _COPIED_FROM.get(str(Path(exc.filename).resolve()), FILE_NAME)
-        return f"{where}:{exc.lineno}: SyntaxError: {exc.msg}"
+        return f"{_shown_as(exc.filename, FILE_NAME)}:{exc.lineno}: SyntaxError: {exc.msg}"
     frame = student_frame(exc)
     function = autograd_function_of(exc) if frame is None else None
     if function is not None:
         return f"{_file_of(sys.modules[MODULE_NAME])}: {function}.backward: {what}"
     if frame is None:
         return what
-    where = _COPIED_FROM.get(str(Path(frame.filename).resolve()), f"{Path(frame.filename).parent.name}/{FILE_NAME}")
+    where = _shown_as(frame.filename, f"{Path(frame.filename).parent.name}/{FILE_NAME}")
     return f"{where}:{frame.lineno} in {frame.name}: {what}"

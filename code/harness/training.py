@@ -137,7 +137,7 @@ def build_model(config, num_classes, checkpoint, say):
 
 def prepare(config, given, ctx):
     """Everything a run needs, with --resume's state restored: the run's first steps, in order."""
-    checkpoint = read_checkpoint(config.resume) if config.resume else None
+    checkpoint = checkpoints.read_finite(config.resume) if config.resume else None
     config, model = resolve(config, given, ctx, checkpoint)
     train_set, val_set, finish_train_batch = loaders.build_datasets(config.data_folder, config.cache)
     check_batch_split(config.batch_size, ctx, train_size=len(train_set) // ctx.world_size * ctx.world_size)
@@ -171,13 +171,6 @@ def prepare(config, given, ctx):
         run.log.print(f"note: --amp on this CPU ({torch.backends.cpu.get_cpu_capability()}) emulates bf16 and is "
                       "slower than fp32 (bench/bench_train.py measures it)")
     return run
-
-
-def read_checkpoint(path):
-    """The --resume checkpoint, refused in one line when its weights are not finite."""
-    checkpoint = checkpoints.read(path, "--resume")
-    checkpoints.check_finite(checkpoint, "--resume")
-    return checkpoint
 
 
 def open_run_folder(run, checkpoint):
