@@ -21,9 +21,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from harness import attacks, cli, demo, devices, evaluation, flags, models, paths, student, training
-from harness.cli import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_STUDENT_CODE, EXIT_USER_ERROR, EveryRankError,
-                         UserError)
+from harness import attacks, cli, demo, devices, evaluation, flags, models, paths, runs, signals, student, training
+from harness.cli import EveryRankError, UserError
 
 
 def get_args_parser():
@@ -103,39 +102,41 @@ def run_mode(config, given, ctx):
 
 
 def main(argv=None):
-    """Entry point; returns the exit code: 0, 2 for a user error, 3 when training diverged, 4 when the
-    student's code raised, 130 when interrupted."""
+    """Entry point; returns the exit code: 0; 2 a user error; 3 training diverged; 4 the student's code
+    raised; 5 the disk is full; 6 out of memory; 128 + N a signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
     distributed = False
     rank = int(os.environ.get("RANK", "0"))  # known before the process group is: errors print once
-    try:
-        config, given = flags.parse(get_args_parser(), argv)
-        if config.data_folder is None and not config.demo:
-            config = config.replace(data_folder=str(paths.DEFAULT_DATA_DIR))
-        rank, world_size, local_rank = devices.setup_distributed()
-        distributed = world_size > 1
-        device = devices.resolve_device(config.gpu, local_rank, distributed)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-        run_mode(config, given, devices.Context(device, rank, world_size))
-        return 0
-    except UserError as exc:
-        # Flag errors (found before the process group) and EveryRankError are alike on every process.
-        if rank == 0 or (distributed and not isinstance(exc, EveryRankError)):
-            cli.print_user_error(exc)
-        if isinstance(exc, training.TrainingDiverged):
-            return EXIT_DIVERGED
-        return EXIT_STUDENT_CODE if isinstance(exc, student.StudentCodeError) else EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: continue with --resume <run folder>/checkpoint.pth.tar", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except student.RAISES as exc:  # the student's code may raise anything; our own bugs keep their traceback
-        if not student.raised_in_student_code(exc):
-            raise
-        cli.print_user_error(f"{student.describe(exc)} (an error in the student's code)")
-        return EXIT_STUDENT_CODE
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
+    config = None
+    with signals.handled():
+        try:
+            config, given = flags.parse(get_args_parser(), argv)
+            if config.data_folder is None and not config.demo:
+                config = config.replace(data_folder=str(paths.DEFAULT_DATA_DIR))
+            rank, world_size, local_rank = devices.setup_distributed()
+            distributed = world_size > 1
+            device = devices.resolve_device(config.gpu, local_rank, distributed)
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+            run_mode(config, given, devices.Context(device, rank, world_size))
+            signals.check()  # a signal whose exception was dropped still ends the run as one
+            return 0
+        except student.RAISES + (KeyboardInterrupt,) as exc:
+            # Flag errors (found before the process group) and EveryRankError are alike on every process;
+            # a signal reaches every process of a torchrun.
+            quiet = rank != 0 and not (distributed and isinstance(exc, UserError)
+                                       and not isinstance(exc, EveryRankError))
+            if cli.is_out_of_memory(exc) and config is not None:
+                exc = devices.out_of_memory(exc, config)
+            elif not isinstance(exc, (UserError, KeyboardInterrupt)) and student.raised_in_student_code(exc):
+                exc = student.StudentCodeError(f"{student.describe(exc)} (an error in the student's code)")
+            code = cli.exit_code_for(exc, quiet=quiet)
+            if code is None:  # our own bugs keep their traceback
+                raise
+            return code
+        finally:
+            if distributed and dist.is_initialized():
+                dist.destroy_process_group()
+            runs.release_run_folders()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from harness import conv_check, student
-from harness.cli import print_user_error
+from harness import cli, conv_check, student
 
 
 def custom_conv2d(*args):
@@ -101,19 +100,13 @@ CHECKS = (
 
 
 def main():
-    try:
-        return run_checks()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
+    """Entry point; returns the exit code: 0 all passed, 1 a check failed, 4 the student's file cannot
+    be imported, 128 + N a signal N (130 Ctrl-C)."""
+    return cli.run(run_checks)
 
 
-def run_checks():
-    try:
-        student.load()
-    except student.StudentCodeError as exc:
-        print_user_error(exc)
-        return 4
+def run_checks(argv=None):
+    student.load()
     device = pick_device()
     print(f"Using device: {device}")
     failed = 0

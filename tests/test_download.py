@@ -139,7 +139,7 @@ def test_interrupted_transfer_keeps_part_file(tmp_path):
 def test_unreachable_url_explains_manual_placement(server, capsys):
     _, data_dir, argv = server
     argv[argv.index("--url") + 1] = (data_dir.parent / "missing.tar.gz").as_uri()
-    assert download_data.main(argv) == 1
+    assert download_data.main(argv) == 2
     line = error_line(capsys)
     assert "cannot download file://" in line and "by hand into" in line
 
@@ -147,7 +147,7 @@ def test_unreachable_url_explains_manual_placement(server, capsys):
 def test_checksum_mismatch(server, capsys):
     _, data_dir, argv = server
     argv[argv.index("--md5") + 1] = "0" * 32
-    assert download_data.main(argv) == 1
+    assert download_data.main(argv) == 2
     line = error_line(capsys)
     assert f"{data_dir / 'data.tar.gz'}: MD5" in line and "does not match the expected 0000" in line
 
@@ -158,7 +158,7 @@ def test_truncated_archive(server, capsys, check_md5):
     good_md5 = md5(archive)
     archive.write_bytes(archive.read_bytes()[:-300])  # the source itself is cut short
     argv[argv.index("--md5") + 1] = good_md5 if check_md5 else ""
-    assert download_data.main(argv) == 1
+    assert download_data.main(argv) == 2
     line = error_line(capsys)
     assert ("does not match the expected" in line) if check_md5 else ("truncated or corrupt archive" in line)
     assert not (data_dir / "images").exists()
@@ -173,7 +173,7 @@ def test_rejects_members_escaping_the_target(server, capsys, tmp_path, name, kin
     archive, data_dir, argv = server
     make_archive(archive, extra=[(name, b"evil", kind, linkname)])
     argv[argv.index("--md5") + 1] = ""
-    assert download_data.main(argv) == 1
+    assert download_data.main(argv) == 2
     assert f"archive member '{name}'" in error_line(capsys)
     assert not (tmp_path / "evil.jpg").exists() and not (data_dir / "images").exists()
     assert [p.name for p in data_dir.iterdir()] == ["data.tar.gz"]  # no staging folder left
@@ -182,5 +182,5 @@ def test_rejects_members_escaping_the_target(server, capsys, tmp_path, name, kin
 def test_count_check(server, capsys):
     _, _, argv = server
     argv[argv.index("--expected-counts") + 1] = "100000"
-    assert download_data.main(argv) == 1
+    assert download_data.main(argv) == 2
     assert "wrong image counts: train 2 (expected 100000)" in error_line(capsys)

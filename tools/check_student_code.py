@@ -20,28 +20,23 @@ from harness import cli, paths, selfcheck, student  # noqa: E402
 
 
 def main(argv=None):
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code: 0 every part passes, 1 some part fails, 2 a user error, 4 the
+    file cannot be imported (the codes of harness.cli otherwise)."""
+    return cli.run(check, argv)
+
+
+def check(argv):
     parser = cli.ArgumentParser(description="Check a student_code.py end to end, with a verdict per part.")
     parser.add_argument("file", nargs="?", default=str(paths.CODE_DIR / student.FILE_NAME),
                         help="the student's file (default: code/student_code.py)")
     parser.add_argument("--data", default=None, help="a demo dataset's folder (default: data/miniplaces_demo, "
                                                      "generated when absent)")
-    try:
-        args = parser.parse_args(argv)
-        path = student.use_file(args.file)
-        student.load()
-        print(f"Checking {path} (half a minute or so on a CPU)", flush=True)
-        start = time.perf_counter()
-        verdicts = selfcheck.run(say=lambda line: print(line, flush=True), data=args.data)
-    except student.StudentCodeError as exc:
-        cli.print_user_error(exc)
-        return cli.EXIT_STUDENT_CODE
-    except cli.UserError as exc:
-        cli.print_user_error(exc)
-        return cli.EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
+    args = parser.parse_args(argv)
+    path = student.use_file(args.file)
+    student.load()
+    print(f"Checking {path} (half a minute or so on a CPU)", flush=True)
+    start = time.perf_counter()
+    verdicts = selfcheck.run(say=lambda line: print(line, flush=True), data=args.data)
     passed = sum(verdict.passed for verdict in verdicts)
     print(f"{passed} of {len(verdicts)} parts pass ({time.perf_counter() - start:.0f} s)")
     return 0 if passed == len(verdicts) else 1

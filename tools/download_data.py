@@ -272,15 +272,14 @@ def get_args_parser():
 
 
 def main(argv=None):
+    """Entry point; returns the exit code (0; 2 a flag, a file or the network; 5 the disk is full;
+    130 Ctrl-C: run again to resume the download)."""
+    return cli.run(download_miniplaces, argv)
+
+
+def download_miniplaces(argv):
     args = get_args_parser().parse_args(argv)
-    try:
-        counts = fetch(args)
-    except UserError as error:
-        cli.print_user_error(error)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; run again to resume", file=sys.stderr)
-        return 130
+    counts = fetch(args)
     print(f"MiniPlaces is ready in {args.data_dir}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0
 

@@ -613,16 +613,15 @@ def make_report(folders, out_dir=None, plots=True):
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0, or 2 for a user error)."""
-    try:
-        args = get_args_parser().parse_args(argv)
-        text, written = make_report(args.folders, args.out, plots=not args.no_plots)
-    except UserError as exc:
-        cli.print_user_error(exc)
-        return 2
+    """Entry point; returns the exit code (0, or those of harness.cli: 2 for a user error ...)."""
+    return cli.run(report, argv)
+
+
+def report(argv):
+    args = get_args_parser().parse_args(argv)
+    text, written = make_report(args.folders, args.out, plots=not args.no_plots)
     print(text)
     print("Written: " + ", ".join(map(str, written)))
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
 
 from harness import scoring  # noqa: E402
-from harness.cli import ArgumentParser, UserError, print_user_error  # noqa: E402
+from harness import cli  # noqa: E402
+from harness.cli import ArgumentParser, UserError  # noqa: E402
 
 
 def get_args_parser():
@@ -21,17 +22,16 @@ def get_args_parser():
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0, or 2 for a user error)."""
-    try:  # the data issue's DataError is a UserError too
-        args = get_args_parser().parse_args(argv)
-        if args.num_classes is not None and args.num_classes < scoring.NUM_GUESSES:
-            raise UserError(f"--num-classes must be at least {scoring.NUM_GUESSES}, got {args.num_classes}")
-        errors, count = scoring.score_files(args.predictions, args.ground_truth, args.num_classes)
-    except UserError as exc:
-        print_user_error(exc)
-        return 2
+    """Entry point; returns the exit code (0, or those of harness.cli: 2 for a user error ...)."""
+    return cli.run(score, argv)
+
+
+def score(argv):
+    args = get_args_parser().parse_args(argv)
+    if args.num_classes is not None and args.num_classes < scoring.NUM_GUESSES:
+        raise UserError(f"--num-classes must be at least {scoring.NUM_GUESSES}, got {args.num_classes}")
+    errors, count = scoring.score_files(args.predictions, args.ground_truth, args.num_classes)
     print(scoring.format_error_table(errors, count))
-    return 0
 
 
 if __name__ == "__main__":

@@ -136,3 +136,26 @@ def peak_memory_mib(device):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 2**10
+
+
+# The loops of the harness whose frames tell where memory ran out (engine's function names).
+_STAGES = {"train_one_epoch": "training", "validate": "validating", "attack_eval": "attacking"}
+
+
+def out_of_memory(exc, config):
+    """The one-line cli.OutOfMemory for `exc` (an allocation failure) in a main.py run: the loop it
+    happened in (from the traceback), the batch size there and what to try."""
+    import traceback
+
+    from . import cli, loaders
+
+    frames = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+    stage = next((_STAGES[name] for name in reversed(frames) if name in _STAGES), None)
+    if stage == "training" or (stage is None and not (config.evaluate or config.attack)):
+        half = max(1, config.batch_size // 2)
+        return cli.out_of_memory(exc, f"training with -b {config.batch_size}",
+                                 f"try -b {half} (with --lr {config.lr * half / config.batch_size:g}, the linear "
+                                 "scaling rule), or fewer -j workers")
+    where = "on the CPU" if config.gpu is not None and config.gpu < 0 else "on this device"
+    return cli.out_of_memory(exc, f"{stage or 'evaluating'} in batches of {loaders.VAL_BATCH_SIZE} val images {where}",
+                             "close what else uses the memory, or try the other device (--gpu -1 for the CPU)")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import custom_dataloader
 import custom_transforms
-from . import devices, labels, student
+from . import devices, labels, signals, student
 from .cli import UserError
 
 VAL_BATCH_SIZE = 100
@@ -152,6 +152,7 @@ class DeviceLoader:
 
     def __iter__(self):
         for images, target in self.loader:
+            signals.check()  # a signal whose exception was dropped while workers started stops here
             yield self.finish_batch(images, target, self.device, self.channels_last)
 
     @property

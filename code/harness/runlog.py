@@ -13,13 +13,16 @@ A resumed run purges what the interrupted run logged after the checkpoint: the m
 resumed global iteration, every series folder from the resumed epoch (one SessionLog.START each, which
 TensorBoard honours per folder), so after any resume each step appears once.
 """
+import contextlib
+import sys
+import threading
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from .metrics import AverageMeter
-from . import files, images
+from . import cli, files, images
 
 
 class RunLog:
@@ -39,11 +42,24 @@ class RunLog:
         if self.active:
             self._writer = self._summary_writer(self.run_dir, purge_step)
 
-    @staticmethod
-    def _summary_writer(folder, purge_step):
+    def _summary_writer(self, folder, purge_step):
         from torch.utils.tensorboard import SummaryWriter  # tensorboard is only needed where a run logs
 
-        return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        _quiet_event_writer_threads()
+        with self._writing(folder):
+            return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+    @contextlib.contextmanager
+    def _writing(self, folder=None):
+        """TensorBoard's writes fail in its writer thread and surface at the next call: as one line
+        (cli.DiskFull when the disk is full) naming the events folder."""
+        try:
+            yield
+        except OSError as exc:
+            where = Path(exc.filename) if exc.filename else Path(folder or self.run_dir) / "events.out.tfevents.*"
+            if exc.errno in cli.NO_SPACE:
+                raise cli.disk_full(where) from None
+            raise cli.UserError(f"cannot write {where} ({exc.strerror or cli.one_line(exc)})") from None
 
     def print(self, *args, **kwargs):
         if self.active:
@@ -51,7 +67,8 @@ class RunLog:
 
     def scalar(self, tag, value, step):
         if self.active:
-            self._writer.add_scalar(tag, float(value), step)
+            with self._writing():
+                self._writer.add_scalar(tag, float(value), step)
 
     def series(self, tag, values, epoch):
         """{series name: value} under one tag at `epoch` (1-based), as SummaryWriter.add_scalars stores it."""
@@ -61,11 +78,13 @@ class RunLog:
             key = f"{tag.replace('/', '_')}_{name}"
             if key not in self._series_writers:
                 self._series_writers[key] = self._summary_writer(self.run_dir / key, self.purge_epoch)
-            self._series_writers[key].add_scalar(tag, float(value), epoch)
+            with self._writing():
+                self._series_writers[key].add_scalar(tag, float(value), epoch)
 
     def text(self, tag, text):
         if self.active:
-            self._writer.add_text(tag, text)
+            with self._writing():
+                self._writer.add_text(tag, text)
 
     def image(self, tag, image, step):
         """An image grid (C, H, W) in [0, 1] (C = 1, 3 or 4) to TensorBoard under `tag` and to
@@ -83,20 +102,51 @@ class RunLog:
         channels, height, width = image.shape
         summary = Summary(value=[Summary.Value(tag=tag, image=Summary.Image(
             height=height, width=width, colorspace=channels, encoded_image_string=png))])
-        self._writer._get_file_writer().add_summary(summary, step)
-        files.atomic_write(self.run_dir / f"{tag.split('/')[-1]}_{step:04d}.png", lambda f: f.write(png))
+        with self._writing():
+            self._writer._get_file_writer().add_summary(summary, step)
+        files.write_bytes(self.run_dir / f"{tag.split('/')[-1]}_{step:04d}.png", png)
 
     def flush(self):
-        for writer in self._writers():
-            writer.flush()
+        with self._writing():
+            for writer in self._writers():
+                writer.flush()
 
     def close(self):
+        """Close every writer and remove the events files left empty (a full disk, a run stopped before
+        its first record). Inside a `finally` that an error unwinds, a failure here never replaces it."""
+        unwinding = sys.exc_info()[1] is not None
+        failure = None
         for writer in self._writers():
-            writer.close()
+            file_writer = getattr(writer, "file_writer", None)  # None once closed (asking would open anew)
+            events = getattr(getattr(file_writer, "event_writer", None), "_file_name", None)
+            try:
+                with self._writing():
+                    writer.close()
+            except cli.UserError as exc:
+                failure = failure or exc
+            if events and Path(events).is_file() and Path(events).stat().st_size == 0:
+                Path(events).unlink()
         self._writer, self._series_writers = None, {}
+        if failure is not None and not unwinding:
+            raise failure
 
     def _writers(self):
         return [w for w in (self._writer, *self._series_writers.values()) if w is not None]
+
+
+def _quiet_event_writer_threads():
+    """TensorBoard's writer thread re-raises its error after storing it for the next call, which
+    prints a thread traceback; the error reaches the user as one line from that next call instead."""
+    if getattr(threading.excepthook, "quiet_event_writers", False):
+        return
+    hook = threading.excepthook
+
+    def excepthook(args):
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError)):
+            hook(args)
+
+    excepthook.quiet_event_writers = True
+    threading.excepthook = excepthook
 
 
 class MetricLogger:

@@ -1,8 +1,11 @@
 """Run folders (their names, creation, whose they are) and the resume policy (which of a resumed run's
 settings carry over)."""
+import fcntl
+import itertools
 import json
 import os
 import stat
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -21,31 +24,115 @@ def make_run_name(arch, conv_name, now=None):
 
 
 def create_run_dir(logdir, run_name, reuse=False):
-    """Create logdir/run_name; when it exists and `reuse` is False, append -1, -2, ... instead."""
+    """Create logdir/run_name; when it exists and `reuse` is False, logdir/run_name-1, -2, ... instead.
+
+    mkdir is atomic: of two runs that pick the same name in the same second, each gets its own folder.
+    Raises UserError when the folder cannot be created or its path is not UTF-8 (TensorBoard's is).
+    """
     base = Path(logdir) / run_name
-    run_dir, suffix = base, 0
-    while run_dir.exists() and not reuse:
-        suffix += 1
-        run_dir = base.with_name(f"{base.name}-{suffix}")
+    _check_utf8(base, "--run-name" if reuse else "--logdir")
+    for suffix in itertools.count():
+        run_dir = base if suffix == 0 else base.with_name(f"{base.name}-{suffix}")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=reuse)
+            return run_dir
+        except FileExistsError:
+            if reuse:
+                raise UserError(f"--run-name: cannot create the run folder {run_dir} (a file of that name "
+                                "exists)") from None
+        except OSError as exc:
+            raise UserError(f"--logdir: cannot create the run folder {run_dir} ({exc.strerror})") from None
+
+
+def _check_utf8(path, flag):
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--logdir: cannot create the run folder {run_dir} ({exc.strerror})") from None
-    return run_dir
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{flag}: {os.fsdecode(os.fsencode(path))!a} is not valid UTF-8, which TensorBoard's "
+                        "folder names must be: give a UTF-8 name") from None
 
 
 def run_folder(config, ctx, checkpoint=None):
-    """logs/<run-name>; with --resume and no --run-name, the checkpoint's own folder when it is a run
-    folder of main.py that may be written, else a new run folder (a file main.py did not write is never
-    overwritten, and a read-only folder stays untouched even for root). Rank 0 creates it."""
-    if config.run_name:
-        name, reuse = config.run_name, True
-    elif checkpoint is not None and is_own_run_folder(checkpoint):
-        return checkpoint.path.resolve().parent
-    else:
-        name, reuse = make_run_name(config.arch, CONV_OPS[config.use_custom_conv]), False
-    run_dir = create_run_dir(config.logdir, name, reuse=reuse) if ctx.is_main else None
+    """The run folder this process writes into, held (hold) for the rest of the run; rank 0 chooses it.
+
+    --run-name: logdir/<run-name>, refused while another run holds it. With --resume and no --run-name:
+    the checkpoint's own folder when it is a run folder of main.py that may be written (a file main.py
+    did not write is never overwritten, and a read-only folder stays untouched even for root); while
+    another run holds it, training is refused and -e/-a take a new folder. Otherwise a new folder
+    named after the network and the time (create_run_dir).
+    """
+    run_dir = _choose_run_folder(config, ctx.say, checkpoint) if ctx.is_main else None
     return Path(ctx.broadcast(str(run_dir) if run_dir else None))
+
+
+def _choose_run_folder(config, say, checkpoint):
+    if config.run_name:
+        run_dir = create_run_dir(config.logdir, config.run_name, reuse=True)
+        if not hold(run_dir):
+            raise UserError(f"--run-name {config.run_name}: {run_dir} is in use by another run "
+                            f"({holder(run_dir)}); choose another --run-name, or wait for that run to end")
+        return run_dir
+    if checkpoint is not None and is_own_run_folder(checkpoint):
+        folder = checkpoint.path.resolve().parent
+        _check_utf8(folder, "--resume")
+        if hold(folder):
+            return folder
+        if not (config.evaluate or config.attack):
+            raise UserError(f"--resume: the run in {folder} is still running ({holder(folder)}); stop it first, or "
+                            "give --run-name to continue it in a new run folder")
+        say(f"note: {folder} is in use by a running run ({holder(folder)}); writing into a new run folder")
+    name = make_run_name(config.arch, CONV_OPS[config.use_custom_conv])
+    while True:
+        run_dir = create_run_dir(config.logdir, name)
+        if hold(run_dir):  # a fresh folder another run took between its mkdir and its lock: take the next
+            return run_dir
+
+
+# ---------------------------------------------------------------------------------------------------
+# Holding a run folder: one run writes into a folder at a time
+# ---------------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+_HELD = {}  # resolved run folder -> the open lock file through which this process holds it
+
+
+def hold(run_dir):
+    """Take `run_dir`'s lock for this process: True, or False when another process holds it.
+
+    An exclusive fcntl.flock on run_dir/.lock, which holds the holder's pid and command. The kernel
+    drops it when the process ends, however it ends, so a crashed or killed run never leaves its folder
+    stuck. Re-entrant within a process (--demo trains, then evaluates, in one folder); released by
+    release_run_folders (main.py, at its end) or at exit.
+    """
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        return True
+    lock = open(key / LOCK_NAME, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return False
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+    lock.flush()
+    _HELD[key] = lock
+    return True
+
+
+def holder(run_dir):
+    """Who holds `run_dir` as its lock file says, e.g. 'pid 4242: code/main.py data ...'."""
+    try:
+        return (Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8", errors="replace").strip() or "pid unknown"
+    except OSError:
+        return "pid unknown"
+
+
+def release_run_folders():
+    """Let go of every run folder this process holds."""
+    while _HELD:
+        _HELD.popitem()[1].close()
 
 
 def is_own_run_folder(checkpoint):

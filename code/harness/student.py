@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import UserError
+from .cli import EXIT_STUDENT_CODE, UserError
 
 MODULE_NAME = "student_code"
 FILE_NAME = f"{MODULE_NAME}.py"
@@ -41,6 +41,8 @@ _COPIED_FROM = {}  # a temporary student_code.py (use_file) -> the file it copie
 
 class StudentCodeError(UserError):
     """The student's file could not be imported, lacks a name, or raised inside its own code."""
+
+    exit_code = EXIT_STUDENT_CODE
 
 
 def load():

@@ -10,14 +10,16 @@ weights, optimizer, GradScaler, RNG states, metrics and TensorBoard curves.
 import functools
 import random
 import shlex
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from . import attacks, checkpoints, devices, engine, flags, loaders, models, rng, runs, student
-from .cli import EveryRankError, UserError
+from . import attacks, checkpoints, devices, engine, flags, loaders, models, rng, runs, signals, student
+from .cli import EXIT_DIVERGED, EveryRankError, UserError
 from .divergence import Divergence
 from .runlog import RunLog
 
@@ -30,6 +32,8 @@ REFERENCE_BATCH = 256
 
 class TrainingDiverged(EveryRankError):
     """The run stopped on a non-finite loss or non-finite weights; the message says what to try."""
+
+    exit_code = EXIT_DIVERGED
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Training:
     start_epoch: int = 0
     best_acc1: float = 0.0
     metrics: list = field(default_factory=list)
+    kept: tuple = None  # (checkpoint path, epochs it holds) of the latest training state on disk
     pending: dict = None  # the training half of an epoch record whose validation has not run yet
     adversarial_batch: object = None
 
@@ -73,6 +78,10 @@ def train(config, given, ctx):
             finish_epoch(run, epoch, record)
     except Divergence as stop:
         raise TrainingDiverged(divergence_message(stop, run)) from None
+    except KeyboardInterrupt as stop:
+        stop = stop if isinstance(stop, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
+        stop.kept = kept_message(run)
+        raise stop from None
     finally:
         run.log.close()
     # Quoted as a shell needs it, so that the command can be pasted whatever the folder's name.
@@ -193,6 +202,7 @@ def restore_training_state(run, checkpoint, say):
         raise UserError(f"--resume: {checkpoint.path} already finished epoch {checkpoint.epoch} of "
                         f"--epochs {run.config.epochs}")
     run.start_epoch, run.best_acc1 = checkpoint.epoch, checkpoint.best_acc1
+    run.kept = (checkpoint.path, checkpoint.epoch)
     if checkpoint.optimizer is not None:
         try:
             run.optimizer.load_state_dict(checkpoint.optimizer)
@@ -275,6 +285,7 @@ def save_epoch(run, epoch, record, validated=False, is_best=False):
         best_acc1=run.best_acc1, rng_state=rng.get_rng_state(), args=run.config.as_plain_dict(),
         pending_record=None if validated else record)
     checkpoints.save(state, run.run_dir, is_best)
+    run.kept = (run.run_dir / checkpoints.CHECKPOINT_NAME, epoch + 1)
 
 
 def finish_epoch(run, epoch, record):
@@ -311,6 +322,16 @@ def log_epoch(log, record, step):
     for key in ("epoch_minutes", "images_per_s", "peak_mem_mib"):
         log.scalar(f"perf/{key}", record[key], step)
     log.flush()
+
+
+def kept_message(run):
+    """What an interrupted run leaves: the checkpoint and its epochs, and the command that continues it."""
+    if run.kept is None:
+        return f"no epoch had finished, so no checkpoint was written (run folder {run.run_dir})"
+    checkpoint, epochs = run.kept
+    command = " ".join(shlex.quote(str(part)) for part in (Path(sys.executable).name, sys.argv[0], "--resume",
+                                                           checkpoint))
+    return f"{checkpoint} keeps epochs 0-{epochs - 1} of {run.config.epochs}; continue with:  {command}"
 
 
 def divergence_message(stop, run):
