@@ -20,34 +20,40 @@ COURSE_FILES = ("student_code", "main", "test_conv", "custom_dataloader", "custo
 LOW_HARNESS = {"cli", "files", "images", "labels", "paths", "metrics"}
 
 
-def top_level_imports(path):
-    """The modules `path` imports at any depth of its body, as dotted names; relative imports of the
-    harness package as 'harness.<name>'."""
+PACKAGES = ("harness", "harness.grading")
+
+
+def top_level_imports(path, package="harness"):
+    """The modules `path` (a module of `package`) imports at any depth of its body, as dotted names;
+    relative imports of the harness package as 'harness.<name>' ('harness.grading.<name>')."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = "harness" + (f".{node.module}" if node.module else "")
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1]) + (f".{node.module}" if node.module else "")
             else:
                 base = node.module
-            if base == "harness":
-                names |= {f"harness.{alias.name}" for alias in node.names}
+            if base in PACKAGES:
+                names |= {f"{base}.{alias.name}" for alias in node.names}
             else:
                 names.add(base)
     return names
 
 
-def local_imports(path):
+def local_imports(path, package="harness"):
     """Imports of this repository's modules: harness.X, the course files and the tools."""
     tools = {p.stem for p in TOOLS.glob("*.py")}
-    return {name for name in top_level_imports(path)
+    return {name for name in top_level_imports(path, package)
             if name.startswith("harness.") or name in COURSE_FILES or name in tools}
 
 
 def module_graph():
     graph = {f"harness.{p.stem}": local_imports(p) for p in HARNESS.glob("*.py") if p.stem != "__init__"}
+    graph.update({f"harness.grading.{p.stem}": local_imports(p, "harness.grading")
+                  for p in (HARNESS / "grading").glob("*.py") if p.stem != "__init__"})
     graph.update({name: local_imports(CODE / f"{name}.py") for name in COURSE_FILES})
     return graph
 
@@ -83,6 +89,22 @@ def test_the_harness_imports_no_script_and_not_utils():
         if name.startswith("harness."):
             assert not deps & {"utils", "main", "test_conv", "student_code"}, name
             assert not {d for d in deps if d in {p.stem for p in TOOLS.glob("*.py")}}, name
+
+
+def test_the_grader_keeps_the_students_code_in_the_child():
+    # Only the child's side imports the seam that loads the student's file; the jail uses the
+    # standard library alone (it runs before site-packages are mounted).
+    graph = module_graph()
+    loaders = {name for name, deps in graph.items() if name.startswith("harness.grading.") and "harness.student" in deps}
+    assert loaders == {"harness.grading.child", "harness.grading.probes"}, loaders
+    for name in top_level_imports(HARNESS / "grading" / "jail.py", "harness.grading"):
+        assert name.split(".")[0] in sys.stdlib_module_names, name
+
+
+def test_the_graders_docstring_lists_every_module():
+    doc = ast.get_docstring(ast.parse((HARNESS / "grading" / "__init__.py").read_text(encoding="utf-8")))
+    listed = {line.split()[0] for line in doc.splitlines()[1:] if line.strip()}
+    assert {p.stem for p in (HARNESS / "grading").glob("*.py") if p.stem != "__init__"} <= listed
 
 
 def test_course_files_use_only_the_low_harness_modules():

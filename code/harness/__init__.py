@@ -30,4 +30,5 @@ code/main.py, code/test_conv.py and tools/ are thin scripts over these modules; 
     conv_check    what differs between a student's convolution and F.conv2d (test_conv.py)
     selfcheck     a student's file checked end to end (tools/check_student_code.py)
     attack_grid   the picture of an attack: labels and the magnified perturbation
+    grading/      the staff's grader of a folder of submissions (tools/grade.py; its own docstring lists its modules)
 """

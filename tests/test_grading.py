@@ -1,0 +1,118 @@
+"""tools/grade.py's checks on our solution, the 2019 student's file and the common mistakes.
+
+Each graded file runs in the sandbox as a real submission would (a child process with its own working
+copy); the grading context (inputs, the reference network with few steps, the reference solution's
+measurements) is built once for the module.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.grading import batch, context as grading_context, grader, rubric as rubrics
+
+REPO = Path(__file__).resolve().parent.parent
+OURS = (REPO / "code" / "student_code.py").read_text(encoding="utf-8")
+STUDENT_2019 = (REPO / "tests" / "student_2019" / "student_code.py").read_text(encoding="utf-8")
+
+
+def mutate(text, *replacements):
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def scores(results):
+    return {test["name"]: (test["score"], test["max_score"], test["output"]) for test in results["tests"]}
+
+
+@pytest.fixture(scope="module")
+def grading(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grading")
+    rubric = rubrics.load()
+    ctx = grading_context.build(root / "work", rubric, cache=root / "cache", say=lambda line: None, refnet_steps=30)
+    grader.measure_reference(ctx, rubric)
+
+    def grade(text, name, extra_files=None):
+        folder = root / "subs" / name
+        folder.mkdir(parents=True)
+        (folder / "student_code.py").write_text(text, encoding="utf-8")
+        for file_name, content in (extra_files or {}).items():
+            (folder / file_name).write_text(content, encoding="utf-8")
+        return grader.grade(folder, ctx, rubric)
+    return grade
+
+
+def test_our_solution_scores_full_marks(grading):
+    results = grading(OURS, "ours")
+    assert results["score"] == rubrics.load().max_score, json.dumps(results, indent=1)
+    assert all(test["status"] == "passed" for test in results["tests"])
+    assert set(results) >= {"score", "execution_time", "output", "tests"}
+    assert set(results["tests"][0]) == {"name", "score", "max_score", "status", "output", "visibility"}
+
+
+def test_the_2019_students_file_is_graded(grading):
+    results = scores(grading(STUDENT_2019, "s2019"))
+    assert all(results[name][0] == results[name][1] for name in results if name.startswith("Part I:"))
+    # its attack does not clamp to the valid image range, and its custom_conv2d takes no dilation
+    assert results["Part III: PGD stays in the valid image range"][0] == 0
+    assert results["Part III: PGD is as strong as the reference"][0] == 2
+    assert "TypeError" in results["Part I: beyond 2019 (dilation, groups, no bias, rectangular kernels)"][2]
+
+
+def test_common_mistakes_lose_the_right_points(grading):
+    # bias added wrong, a PGD that steps the wrong way, a saliency map of the wrong sign
+    first = mutate(STUDENT_2019,
+                   ("matmul(cols) + bias.view(1, -1, 1)", "matmul(cols) + bias.mean()"),
+                   ("output = output - self.step_size", "output = output + self.step_size"),
+                   ("output = input.grad.abs().max(1, keepdim=True)[0]",
+                    "output = -input.grad.abs().max(1, keepdim=True)[0]"))
+    results = scores(grading(first, "mistakes1"))
+    assert results["Part I: test_conv forward"][0] == 0
+    assert "output differs by up to" in results["Part I: test_conv forward"][2]
+    # one filter: its bias is its mean, so the smallest failing case has several
+    assert "smallest failing case: input 1x2x7x7, 3 filters 3x3, stride 2, padding 1: output differs by up to" in \
+        results["Part I: held cases, forward"][2]
+    assert results["Part I: no built-in convolution"][0] == 2
+    assert results["Part III: saliency map shape"][0] == 1
+    assert results["Part III: saliency equals the input gradient"][0] == 0
+    assert results["Part III: PGD stays within epsilon"][0] == 2
+    assert results["Part III: PGD is as strong as the reference"][0] == 0
+
+    # a transposed weight gradient and a built-in forward, a PGD without projection, a saliency map
+    # of the wrong shape
+    second = mutate(STUDENT_2019,
+                    ("grad_weight = dy.matmul(cols.transpose(1, 2)).sum(0).view_as(weight)",
+                     "grad_weight = cols.matmul(dy.transpose(1, 2)).sum(0).reshape(weight.shape)"),
+                    ("    output = weight.view(out_channels, -1).matmul(cols) + bias.view(1, -1, 1)\n"
+                     "    # a fresh tensor, not a view of one: nn.ReLU(inplace=True) follows in the network\n"
+                     "    return output.view(n, out_channels, out_h, out_w).clone()",
+                     "    return torch.nn.functional.conv2d(input_feats, weight, bias, stride, padding)"),
+                    ("output = torch.min(torch.max(output, input - self.epsilon), input + self.epsilon).detach()",
+                     "output = output.detach()"),
+                    ("output = input.grad.abs().max(1, keepdim=True)[0]", "output = input.grad.abs()"))
+    results = scores(grading(second, "mistakes2"))
+    assert results["Part I: test_conv forward"][0] == 1
+    assert results["Part I: test_conv backward"][0] == 0
+    assert "grad_weight differs by up to" in results["Part I: test_conv backward"][2]
+    assert results["Part I: held cases, forward"][0] == 2
+    assert results["Part I: held cases, gradients"][0] < 2
+    assert results["Part I: no built-in convolution"][0] == 0
+    assert "convolution" in results["Part I: no built-in convolution"][2]
+    assert results["Part III: saliency map shape"][0] == 0
+    assert "(8, 3, 128, 128)" in results["Part III: saliency map shape"][2]
+    assert results["Part III: PGD stays within epsilon"][0] == 0
+    assert "projected back" in results["Part III: PGD stays within epsilon"][2]
+
+
+def test_missing_names_are_not_attempted_and_errors_name_the_line(grading):
+    text = mutate(STUDENT_2019, ("default_attack = PGDAttack\n", ""),
+                  ("    input.requires_grad = True\n    output = model(input)",
+                   "    input.requires_grad = True\n    raise ValueError('not yet')\n    output = model(input)"))
+    results = scores(grading(text, "partial"))
+    assert results["Part III: PGD stays within epsilon"][2].startswith("not attempted: ")
+    assert "defines no default_attack" in results["Part III: PGD stays within epsilon"][2]
+    line = results["Part III: saliency equals the input gradient"][2]
+    assert "student_code.py:" in line and "ValueError: not yet" in line
+    assert results["Part I: test_conv forward"][0] == 1
