@@ -63,6 +63,7 @@ def plain_loop(data, checkpoint, workers, batch_size):
     from PIL import Image
 
     import student_code
+    from harness import checkpoints
 
     mean = torch.tensor(student_code.IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(student_code.IMAGENET_STD).view(3, 1, 1)
@@ -82,7 +83,8 @@ def plain_loop(data, checkpoint, workers, batch_size):
             return (pixels - mean) / std
 
     model = student_code.SimpleNet(num_classes=len((data / "categories.txt").read_text().splitlines()))
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu")["state_dict"])
+    # Read as every script reads a checkpoint (weights_only; bare or inside an archive).
+    model.load_state_dict(checkpoints.load_file(checkpoint)["state_dict"])
     model = model.to(memory_format=torch.channels_last).eval()
     count = 0
     for split in ("val", "test"):
@@ -131,7 +133,7 @@ def main(argv=None):
         commands = {
             "plain loop": [sys.executable, __file__, "--plain", str(data), checkpoint, "-j", str(args.workers),
                            "-b", str(args.batch_size)],
-            "predict.py": [sys.executable, str(REPO / "code" / "predict.py"), str(data), "--resume", checkpoint,
+            "predict.py": [sys.executable, str(REPO / "tools" / "predict.py"), str(data), "--resume", checkpoint,
                            "--out", str(Path(tmp) / "results"), "-j", str(args.workers),
                            "-b", str(args.batch_size)],
         }

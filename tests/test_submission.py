@@ -6,7 +6,9 @@ generated dataset (10 classes, 1 train and 1 val image per class, 7 test images)
 checkpoint and the run folders; everything runs on the CPU.
 Run: python -m pytest tests/test_submission.py -q --durations=10
 """
+import errno
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -149,6 +151,88 @@ def test_predict_user_errors_are_one_line(argv, message, tiny_data, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert re.search(message, err)
+
+
+@pytest.fixture
+def quick_checkpoint(tmp_path):
+    """A seeded SimpleNet in main.py's format: predict.py would run on it to the end."""
+    torch.manual_seed(0)
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 1, "arch": "simplenet", "conv_op": "Conv2d", "num_classes": NUM_CLASSES, "classes": None,
+                "state_dict": student_code.SimpleNet(num_classes=NUM_CLASSES).state_dict(), "best_acc1": 0.0,
+                "args": {}}, path)
+    return path
+
+
+def tree(folder):
+    """{path: (is a folder, mode, size)} of everything under `folder`: what a refused run must leave alone."""
+    return {p: (p.is_dir(), p.stat().st_mode, p.stat().st_size) for p in [folder, *folder.rglob("*")]}
+
+
+def read_only(folder):
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+# Each makes an --out under `place` that cannot take the three files; the message predict.py gives.
+# The read-only folders are refused for root too: root's writes ignore the permission bits, so the bits
+# are read (as main.py -e leaves a read-only run folder alone), while os.access decides for other users.
+BAD_OUTS = {
+    "read-only": (lambda place: read_only(place / "results"),
+                  r"--out: .*results is read-only \(no write permission\): predict.py cannot write its files "
+                  r"there$"),
+    "in a read-only folder": (lambda place: read_only(place / "shared") / "results",
+                              r"--out: cannot create .*shared/results: .*shared is read-only \(no write "
+                              r"permission\)$"),
+    "a file": (lambda place: (place / "results.txt", (place / "results.txt").write_text("x"))[0],
+               r"--out: .*results\.txt is a file, not a folder$"),
+    "below a file": (lambda place: (place / "notes", (place / "notes").write_text("x"))[0] / "results",
+                     r"--out: .*notes is a file, not a folder \(cannot create .*notes/results below it\)$"),
+    **{f"{name} a folder": (lambda place, name=name: (place / "results" / name).mkdir(parents=True) or
+                            place / "results",
+                            rf"--out: .*results/{re.escape(name)} is a folder; predict.py writes its "
+                            rf"{re.escape(name)} file there \(move the folder away or choose another --out\)$")
+       for name in (predict.MODEL_NAME, predict.TEST_PREDICTIONS, predict.VAL_PREDICTIONS)},
+}
+
+
+@pytest.mark.parametrize("case", BAD_OUTS)
+def test_an_unwritable_out_is_refused_before_any_work(case, quick_checkpoint, tiny_data, tmp_path, capsys):
+    make, message = BAD_OUTS[case]
+    place = tmp_path / "place"
+    place.mkdir()
+    out = make(place)
+    before = tree(place)
+    try:
+        code = predict.main([str(tiny_data), "--resume", str(quick_checkpoint), "--out", str(out), "--gpu", "-1",
+                             "-j", "0"])
+        after = tree(place)
+    finally:
+        for folder in place.rglob("*"):
+            if folder.is_dir():
+                folder.chmod(0o755)
+    out_text, err = capsys.readouterr()
+    assert code == 2 and out_text == ""  # not even the checkpoint was read
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err.strip().removeprefix("error: ")), err
+    assert after == before  # nothing written, created or removed
+
+
+def test_a_folder_that_refuses_a_real_write_is_refused(quick_checkpoint, tiny_data, tmp_path, monkeypatch, capsys):
+    """Permission bits that allow writing on a file system mounted read-only (cloud VMs' images)."""
+    def read_only_mount(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(predict.tempfile, "TemporaryFile", read_only_mount)
+    out = tmp_path / "results"
+    out.mkdir()
+    code = predict.main([str(tiny_data), "--resume", str(quick_checkpoint), "--out", str(out), "--gpu", "-1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"--out: {out} cannot be written in (Read-only file system): predict.py cannot write its files there" \
+        in err
+    assert list(out.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -355,3 +439,59 @@ def test_zip_lists_what_it_packed(tmp_path, monkeypatch, capsys):
     assert out[:-1] == [f"  {name}" for name in names]  # in the order packed
     assert "  code/harness/engine.py" not in out
     assert out[-1].startswith(f"{tmp_path / 'hand-in.zip'}: {len(names)} files, ")
+
+
+def test_zip_says_which_model_files_are_over_the_challenges_limit(tmp_path, monkeypatch, capsys):
+    import zip_submission
+
+    from harness import paths
+
+    root = fake_checkout(tmp_path / "repo")
+    monkeypatch.setattr(paths, "REPO_ROOT", root)
+    results = root / "results"
+    for name, size in (("model_best.pth.tar", 52_000_000), ("checkpoint.pt", models.MAX_MODEL_BYTES),
+                       ("small.pth", models.MAX_MODEL_BYTES - 1), ("features.npy", 30_000_000)):
+        with open(results / name, "wb") as f:
+            f.truncate(size)  # sparse, and zeros: the zip stays small
+    # A checkpoint known by its content, whatever its name: torch.save's zip format.
+    torch.save({"w": torch.zeros(0)}, results / "weights.bin")
+    with open(results / "weights.bin", "ab") as f:
+        f.truncate(11_000_000)
+    assert zip_submission.main(["--output", str(tmp_path / "hand-in.zip")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    tail = ("a model file over the challenge's 10 MB limit; the hand-in needs only results/model.pth.tar "
+            "(tools/predict.py writes it)")
+    assert err == ["warning: skipped code/old.pth.tar: checkpoints go in results/ only",
+                   f"warning: results/checkpoint.pt: 10.0 MB, {tail}",
+                   f"warning: results/model_best.pth.tar: 52.0 MB, {tail}",
+                   f"warning: results/weights.bin: 11.0 MB, {tail}"]
+    with zipfile.ZipFile(tmp_path / "hand-in.zip") as archive:  # warned, still packed
+        assert {"results/model_best.pth.tar", "results/weights.bin", "results/features.npy"} <= set(archive.namelist())
+
+
+def test_zip_over_a_course_sites_limit_names_its_largest_files(tmp_path, monkeypatch):
+    import zip_submission
+
+    root = fake_checkout(tmp_path / "repo")
+    monkeypatch.setattr(zip_submission, "UPLOAD_LIMIT_BYTES", 400_000)
+    random = torch.Generator().manual_seed(0)
+    sizes = {"writeup/video.mp4": 250_000, "results/features.npy": 150_000, "code/data.bin": 60_000,
+             "writeup/figure.png": 20_000}
+    for name, size in sizes.items():  # random bytes do not compress: each takes its size in the zip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        data = torch.randint(0, 256, (size,), generator=random, dtype=torch.uint8)
+        (root / name).write_bytes(data.numpy().tobytes())
+    output, _, warnings = zip_submission.make_zip(root, tmp_path / "hand-in.zip")
+    total = output.stat().st_size
+    assert total > 480_000
+    assert warnings[1:] == [f"{output}: {total / 1e6:.1f} MB, over the 0.4 MB a course site may refuse (Canvas's "
+                            "default quota; docs/hand-in.md); the largest files: writeup/video.mp4 (0.3 MB), "
+                            "results/features.npy (0.2 MB), code/data.bin (0.1 MB)"]
+    monkeypatch.setattr(zip_submission, "UPLOAD_LIMIT_BYTES", total)  # at the limit: no word
+    assert zip_submission.make_zip(root, tmp_path / "again.zip")[2][1:] == []
+
+
+def test_the_upload_limit_is_canvass_default_quota():
+    import zip_submission
+
+    assert zip_submission.UPLOAD_LIMIT_BYTES == 50_000_000

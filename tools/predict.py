@@ -13,10 +13,14 @@ Writes into --out (default the repo's results/), each file atomically:
 and prints the val top-1 ... top-5 error table (scoring.py prints the same table from the file).
 Logits are averaged over each image and its horizontal flip, as main.py's -e does (--no-flip: off).
 The network runs with nn.Conv2d whatever conv op it was trained with: both share one state_dict.
+--out is checked before any work (check_outputs); --resume may be an archive holding the checkpoint.
 """
 import argparse
 import io
+import os
+import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +67,49 @@ def serialize(state):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The output folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_outputs(out_dir):
+    """Refuse, in one line naming --out and before any work, an output that would fail only after the
+    minutes of prediction: --out a file, or below one; a folder that cannot be created or written in;
+    a folder in the place of one of the three files.
+
+    A folder is writable when its permission bits and os.access say so and a real (invisible, unnamed)
+    file can be made in it: the bits are honoured even for root, who could write anyway, as main.py -e
+    leaves a read-only run folder alone; the real attempt catches a read-only mount.
+    """
+    out_dir = Path(out_dir)
+    existing = next(folder for folder in (out_dir, *out_dir.parents) if folder.exists() or folder == folder.parent)
+    if not existing.is_dir():
+        below = "" if existing == out_dir else f" (cannot create {out_dir} below it)"
+        raise UserError(f"--out: {existing} is a file, not a folder{below}")
+    why = _not_writable(existing)
+    if why and existing == out_dir:
+        raise UserError(f"--out: {out_dir} {why}: predict.py cannot write its files there")
+    if why:
+        raise UserError(f"--out: cannot create {out_dir}: {existing} {why}")
+    for name in (MODEL_NAME, TEST_PREDICTIONS, VAL_PREDICTIONS):
+        if (out_dir / name).is_dir():
+            raise UserError(f"--out: {out_dir / name} is a folder; predict.py writes its {name} file there "
+                            "(move the folder away or choose another --out)")
+
+
+def _not_writable(folder):
+    """Why no file can be written into `folder` (e.g. 'is read-only'), or None when one can."""
+    bits = folder.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    if not bits or not os.access(folder, os.W_OK | os.X_OK):
+        return "is read-only (no write permission)"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot be written in ({exc.strerror or exc})"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -113,8 +160,9 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
 
     `channels_last` None picks the memory format for the device, NCHW for a network that fails in NHWC
     (models.choose_channels_last)."""
-    checkpoint = checkpoints.read_finite(checkpoint_path, "--resume")
     out_dir = Path(out_dir)
+    check_outputs(out_dir)
+    checkpoint = checkpoints.read_finite(checkpoint_path, "--resume")
     root = loaders.check_data_folder(data_folder)
     num_classes = loaders.count_classes(root)
     if num_classes < scoring.NUM_GUESSES:

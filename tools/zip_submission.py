@@ -7,7 +7,10 @@ files and the student's, and staff need not tell which harness module a student 
 Paths inside the zip are relative to the repository root (code/main.py, results/model.pth.tar, ...).
 Never packed: data/, logs/, checkpoints outside results/ (*.pth, *.pth.tar, *.pt, *.ckpt), caches
 (__pycache__, .pytest_cache, *.pyc), hidden files (e.g. unfinished atomic writes) and symbolic links.
-The zip is written atomically to the repository root unless --output says otherwise.
+The zip is written atomically to the repository root unless --output says otherwise. A warning (one
+line each, the zip is still written) names what makes it bigger than the hand-in needs: a model file in
+results/ besides model.pth.tar over the challenge's 10 MB limit, and a zip over UPLOAD_LIMIT_BYTES (50 MB),
+which a course site may refuse, with its largest files.
 """
 import os
 import sys
@@ -16,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
 
-from harness import cli, files, models, paths  # noqa: E402
+from harness import archives, cli, files, models, paths  # noqa: E402
 from harness.cli import UserError  # noqa: E402
 
 PACKED_FOLDERS = ("code", "writeup", "results")
@@ -27,6 +30,12 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo")
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt")
 # What predict.py writes; a hand-in without them gets a warning, not a refusal.
 EXPECTED_RESULTS = ("model.pth.tar", "predictions_test.txt", "predictions_val.txt")
+CHALLENGE_MODEL = "results/model.pth.tar"
+# A zip that a course site may refuse: 50 MB, Canvas's default user file quota (Instructure, "Canvas File
+# Quotas"), which uploads to ungraded assignments count against. Graded submissions do not, and schools
+# raise it (UW-Madison: 512 MB), so it is a cautious figure for a warning; sources in docs/hand-in.md.
+UPLOAD_LIMIT_BYTES = 50_000_000
+LARGEST_SHOWN = 3
 
 
 def _is_checkpoint(name):
@@ -73,8 +82,40 @@ def check_model_size(repo_root=paths.REPO_ROOT):
         models.check_model_size(model.stat().st_size, model)
 
 
+def _megabytes(num_bytes):
+    return f"{num_bytes / 1e6:.1f} MB"
+
+
+def _is_model_file(path, arcname):
+    """A checkpoint by its name or by its first bytes (torch.save's zip or legacy format)."""
+    with open(path, "rb") as f:
+        return archives.is_checkpoint_member(arcname, f.read(archives.HEAD_BYTES))
+
+
+def size_warnings(output, packed):
+    """One line for each model file in results/ besides the challenge's own at or over its 10 MB limit
+    (models.MAX_MODEL_BYTES), and one when the zip is over UPLOAD_LIMIT_BYTES, naming its largest files
+    (by the bytes they take in the zip)."""
+    warnings = []
+    for path, arcname in packed:
+        size = path.stat().st_size
+        if (arcname.startswith("results/") and arcname != CHALLENGE_MODEL and size >= models.MAX_MODEL_BYTES
+                and _is_model_file(path, arcname)):
+            warnings.append(f"{arcname}: {_megabytes(size)}, a model file over the challenge's 10 MB limit; the "
+                            f"hand-in needs only {CHALLENGE_MODEL} (tools/predict.py writes it)")
+    total = Path(output).stat().st_size
+    if total > UPLOAD_LIMIT_BYTES:
+        with zipfile.ZipFile(output) as archive:
+            largest = sorted(archive.infolist(), key=lambda info: info.compress_size, reverse=True)[:LARGEST_SHOWN]
+        names = ", ".join(f"{info.filename} ({_megabytes(info.compress_size)})" for info in largest)
+        warnings.append(f"{output}: {_megabytes(total)}, over the {UPLOAD_LIMIT_BYTES / 1e6:g} MB a course site may "
+                        f"refuse (Canvas's default quota; docs/hand-in.md); the largest files: {names}")
+    return warnings
+
+
 def make_zip(repo_root=paths.REPO_ROOT, output=None):
-    """Write the zip atomically; returns (zip path, [names packed], [warnings])."""
+    """Write the zip atomically; returns (zip path, [names packed], [warnings]), the warnings about
+    skipped and missing files first, then about sizes."""
     repo_root = Path(repo_root)
     output = Path(output) if output else repo_root / "submission.zip"
     check_model_size(repo_root)
@@ -89,7 +130,7 @@ def make_zip(repo_root=paths.REPO_ROOT, output=None):
         files.atomic_write(output, write)
     except OSError as exc:
         raise UserError(f"--output: cannot write {output} ({exc.strerror or exc})") from None
-    return output, [arcname for _, arcname in packed], warnings
+    return output, [arcname for _, arcname in packed], warnings + size_warnings(output, packed)
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ code/main.py, code/test_conv.py and tools/ are thin scripts over these modules; 
     models        the --arch registry, building networks, models from checkpoints
     networks      our own network designs (--arch *_bn, *_res, *_half)
     checkpoints   reading and writing checkpoints of every kind
+    archives      the one checkpoint inside a zip, tar or compressed file
     engine        the training, validation and attack loops; the learning-rate schedule
     divergence    non-finite losses and weights
     runlog        console, TensorBoard and PNG grids

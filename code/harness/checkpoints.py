@@ -15,7 +15,9 @@ Read (`read`), always on the CPU and with torch.load(weights_only=True):
   * other training scripts' dicts ('state_dict', 'model_state_dict' or 'model'), which may hold
     argparse.Namespace arguments or NumPy scalars and arrays: allowed on top of torch's own allowlist
     (SAFE_GLOBALS), while anything that would run code stays refused;
-  * a bare state_dict.
+  * a bare state_dict;
+  * any of these as the one checkpoint inside a zip, tar (.tar.gz, .tgz, ...) or gzip/bzip2/xz file
+    (archives.unpacked), read in memory or from a temporary file removed afterwards.
 State-dict keys lose the `module.` (DataParallel, DistributedDataParallel) and `_orig_mod.`
 (torch.compile) prefixes. Every problem is a CheckpointError: one line naming the flag and the file.
 """
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from .cli import UserError
-from . import files
+from . import archives, files
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
 BEST_NAME = "model_best.pth.tar"
@@ -69,9 +71,11 @@ SAFE_GLOBALS = [argparse.Namespace, *_numpy_safe_globals()]
 
 
 def load_file(path, flag="--resume"):
-    """torch.load of `path` on the CPU with weights_only=True and SAFE_GLOBALS allowed.
+    """torch.load of `path` on the CPU with weights_only=True and SAFE_GLOBALS allowed; of the one
+    checkpoint inside when `path` is an archive (archives.unpacked: zip, tar, gzip, ...).
 
-    Raises CheckpointError naming `flag` and the file when it is missing or unreadable.
+    Raises CheckpointError naming `flag` and the file when it is missing or unreadable, or an archive
+    holding no checkpoint or several.
     """
     path = Path(path)
     if path.is_dir():
@@ -79,8 +83,17 @@ def load_file(path, flag="--resume"):
     if not path.is_file():
         raise CheckpointError(f"{flag}: no checkpoint file at {path}")
     try:
+        with archives.unpacked(path, flag) as (source, member):
+            return _load(source, f"{path} ({member} inside)" if member else path, flag)
+    except archives.ArchiveError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _load(source, shown, flag):
+    """torch.load of a path or binary file; CheckpointError naming `shown` when it fails."""
+    try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         if "Weights only load failed" in str(exc):
             # torch's message here is a page of advice about pickles; the gist fits in one line.
@@ -88,7 +101,7 @@ def load_file(path, flag="--resume"):
         else:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             reason = first_line.split(". ")[0][:120]
-        raise CheckpointError(f"{flag}: {path} is not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{flag}: {shown} is not a readable checkpoint ({reason})") from None
 
 
 @dataclass
