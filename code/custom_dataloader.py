@@ -43,7 +43,7 @@ from PIL import Image
 from torch.utils import data
 
 from harness import files, paths
-from harness.cli import DataError, UserError, one_line
+from harness.cli import NO_SPACE, DataError, UserError, disk_full, one_line
 from harness.images import load_rgb_image, read_image_size
 from harness.labels import class_names_from_folders, parse_categories, parse_label_file
 
@@ -263,6 +263,9 @@ class MiniPlacesLoader(data.Dataset):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # A memory-mapped file that outgrows its disk kills the process with SIGBUS, not ENOSPC:
+            # its whole size is checked first.
+            files.check_room(path, len(self.samples) * height * width * 3)
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                               shape=(len(self.samples), height, width, 3))
             for row, (rel, _) in enumerate(self.samples):
@@ -284,7 +287,9 @@ class MiniPlacesLoader(data.Dataset):
             index = {"size": [width, height], "unreadable": sorted(bad), "other_sizes": other_sizes}
             files.write_json(index, index_path)
             os.replace(tmp, path)
-        except OSError as error:  # disk full, read-only folder
+        except OSError as error:  # a read-only folder; a full disk
+            if error.errno in NO_SPACE:
+                raise disk_full(path, len(self.samples) * height * width * 3) from None
             raise DataError(f"{path}: cannot write the cache ({one_line(error)})") from None
         finally:
             if tmp.exists():

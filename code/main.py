@@ -21,7 +21,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from harness import attacks, cli, demo, devices, evaluation, flags, models, paths, runs, signals, student, training
+from harness import (attacks, cli, demo, devices, evaluation, flags, loaders, models, paths, runs, signals, student,
+                     training)
 from harness.cli import EveryRankError, UserError
 
 
@@ -126,7 +127,7 @@ def main(argv=None):
             quiet = rank != 0 and not (distributed and isinstance(exc, UserError)
                                        and not isinstance(exc, EveryRankError))
             if cli.is_out_of_memory(exc) and config is not None:
-                exc = devices.out_of_memory(exc, config)
+                exc = devices.out_of_memory(exc, config, loaders.VAL_BATCH_SIZE)
             elif not isinstance(exc, (UserError, KeyboardInterrupt)) and student.raised_in_student_code(exc):
                 exc = student.StudentCodeError(f"{student.describe(exc)} (an error in the student's code)")
             code = cli.exit_code_for(exc, quiet=quiet)

@@ -5,10 +5,15 @@ pytest's default import mode puts `tests/` (no __init__.py) on sys.path, so test
 `from helpers import run_main, train_argv`.
 """
 import os
+import re
+import selectors
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import custom_dataloader
@@ -67,6 +72,44 @@ def run_torchrun(argv, nproc=2, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", nproc, MAIN_PY, *argv,
                       env=env, timeout=timeout)
+
+
+def start_main(argv):
+    """main.py running in a session of its own (so that what it leaves behind is its process group),
+    stdout and stderr through one pipe, unbuffered."""
+    return subprocess.Popen([sys.executable, "-u", str(MAIN_PY), *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def wait_for(proc, pattern, timeout=120):
+    """The output up to the first line matching `pattern` (the process is killed if none comes)."""
+    lines, deadline = [], time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    while time.monotonic() < deadline:
+        if selector.select(timeout=1):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if re.search(pattern, line):
+                return "".join(lines)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"no line matching {pattern!r} within {timeout} s:\n{''.join(lines)}")
+
+
+def finish(proc, timeout=60):
+    """(exit code, the rest of the output), after checking that the process group is empty."""
+    rest, _ = proc.communicate(timeout=timeout)
+    for _ in range(20):  # DataLoader workers end with the main process, not 5 s later
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return proc.returncode, rest
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("processes of the run were left behind after it exited")
 
 
 def load_model(checkpoint_path):

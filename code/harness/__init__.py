@@ -5,6 +5,7 @@ code/main.py, code/test_conv.py and tools/ are thin scripts over these modules; 
 
     student       the seam: loads code/student_code.py and turns its errors into one line
     cli           user errors, exit codes, argparse that prints one line
+    signals       SIGINT, SIGTERM and SIGHUP as one Interrupted exception (exit 128 + N)
     paths         the repository's default folders
     files         atomic writes (text, JSON, figures)
     images        reading any image as upright 8-bit RGB; PNG encoding

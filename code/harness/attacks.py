@@ -31,8 +31,10 @@ def training_batch(model, attack, images, labels, mode="mixed"):
     try:
         # 2019 attacks are targeted and take perturb(model, input); an untargeted one needs the labels.
         targeted = getattr(attack, "targeted", True)
-        adv = attack.perturb(model, images) if targeted else attack.perturb(model, images, labels)
-        adv = student.expect_images_like(adv, images, f"{type(attack).__name__}.perturb")
+        what = f"{type(attack).__name__}.perturb"
+        with student.model_kept(model, what):
+            adv = attack.perturb(model, images) if targeted else attack.perturb(model, images, labels)
+        adv = student.expect_images_like(adv, images, what)
     finally:
         for module, training in modes:  # per module: a submodule deliberately left in eval stays so
             module.training = training

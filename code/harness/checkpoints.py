@@ -22,6 +22,7 @@ State-dict keys lose the `module.` (DataParallel, DistributedDataParallel) and `
 (torch.compile) prefixes. Every problem is a CheckpointError: one line naming the flag and the file.
 """
 import argparse
+import io
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -330,7 +331,11 @@ def save(state, run_dir, is_best=False):
                              f"{', '.join(bad[:3])}; {Path(run_dir) / CHECKPOINT_NAME} keeps the last finite one")
     run_dir = Path(run_dir)
     last = run_dir / CHECKPOINT_NAME
-    files.atomic_write(last, lambda f: torch.save(state, f))
+    # Serialized first, so that its size is checked against the free space before anything is written
+    # (torch.save into a file on a full disk fails with "unexpected pos", not "no space left").
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    files.write_bytes(last, buffer.getbuffer())
     if is_best:
         copy_to_best(run_dir)
     return last
@@ -339,8 +344,9 @@ def save(state, run_dir, is_best=False):
 def copy_to_best(run_dir):
     """model_best.pth.tar := checkpoint.pth.tar, atomically."""
     run_dir = Path(run_dir)
-    with open(run_dir / CHECKPOINT_NAME, "rb") as src:
-        files.atomic_write(run_dir / BEST_NAME, lambda f: shutil.copyfileobj(src, f))
+    source = run_dir / CHECKPOINT_NAME
+    with open(source, "rb") as src:
+        files.atomic_write(run_dir / BEST_NAME, lambda f: shutil.copyfileobj(src, f), size=source.stat().st_size)
 
 
 def model_only(checkpoint, arch):

@@ -116,7 +116,7 @@ def disk_full(path, needed=None):
         free = "free space unknown"
     need = f"{_size(needed)} needed, " if needed is not None else ""
     return DiskFull(f"cannot write {path}: the disk is full ({need}{free} in {folder}); free some space "
-                    "and run again (the previous version of the file is intact)")
+                    "and run again (any earlier version of the file is intact)")
 
 
 def _size(n):

@@ -142,12 +142,12 @@ def peak_memory_mib(device):
 _STAGES = {"train_one_epoch": "training", "validate": "validating", "attack_eval": "attacking"}
 
 
-def out_of_memory(exc, config):
+def out_of_memory(exc, config, val_batch_size):
     """The one-line cli.OutOfMemory for `exc` (an allocation failure) in a main.py run: the loop it
     happened in (from the traceback), the batch size there and what to try."""
     import traceback
 
-    from . import cli, loaders
+    from . import cli
 
     frames = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
     stage = next((_STAGES[name] for name in reversed(frames) if name in _STAGES), None)
@@ -157,5 +157,28 @@ def out_of_memory(exc, config):
                                  f"try -b {half} (with --lr {config.lr * half / config.batch_size:g}, the linear "
                                  "scaling rule), or fewer -j workers")
     where = "on the CPU" if config.gpu is not None and config.gpu < 0 else "on this device"
-    return cli.out_of_memory(exc, f"{stage or 'evaluating'} in batches of {loaders.VAL_BATCH_SIZE} val images {where}",
+    return cli.out_of_memory(exc, f"{stage or 'evaluating'} in batches of {val_batch_size} val images {where}",
                              "close what else uses the memory, or try the other device (--gpu -1 for the CPU)")
+
+
+def check_compile(device):
+    """--compile needs what TorchInductor builds kernels with: a C++ compiler on the CPU, Triton on a
+    GPU. Raises UserError, before the first epoch, when it is missing (else torch.compile fails at the
+    first step with a long traceback ending in InvalidCxxCompiler)."""
+    try:
+        if device.type == "cuda":
+            from torch.utils._triton import has_triton
+
+            missing = None if has_triton() else "Triton, which it compiles GPU kernels with"
+        else:
+            from torch._inductor import cpp_builder
+
+            cpp_builder.get_cpp_compiler()
+            missing = None
+    except (ImportError, AttributeError):  # private APIs of another version: the first step will tell
+        return
+    except RuntimeError:  # torch._inductor.exc.InvalidCxxCompiler
+        missing = f"a C++ compiler (g++, or $CXX: {os.environ.get('CXX', 'unset')}) to build CPU kernels with"
+    if missing:
+        raise UserError(f"--compile: torch.compile needs {missing}, and this machine has none; install it "
+                        "(e.g. apt install g++) or run without --compile")

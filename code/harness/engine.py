@@ -160,12 +160,23 @@ def validate(model, loader, criterion, device, *, amp_dtype=None, flip_average=F
         metrics.update(target.shape[0], loss=loss, top1=acc1, top5=acc5)
         if i % print_freq == 0:
             if attention is not None and log.active:
-                saliency = student.expect_saliency_for(attention.explain(model, images), images,
-                                                       f"{type(attention).__name__}.explain")  # (N, 1, H, W)
+                what = f"{type(attention).__name__}.explain"
+                with student.model_kept(model, what):
+                    saliency = attention.explain(model, images)
+                saliency = student.expect_saliency_for(saliency, images, what)  # (N, 1, H, W)
                 log.image("Image/Image_Atten", visualize(images, vis_output=saliency), i)
             log.print(f"Test: [{i}/{len(loader)}]  {metrics}")
     metrics.all_reduce(device)
     return metrics.averages()
+
+
+def perturb(attacker, model, images):
+    """The student's attacker.perturb(model, images) on a copy of the batch (an attack that changes its
+    input in place must not change the clean batch), the model's modes and flags kept."""
+    what = f"{type(attacker).__name__}.perturb"
+    with student.model_kept(model, what):
+        adv_images = attacker.perturb(model, images.clone())
+    return student.expect_images_like(adv_images, images, what)
 
 
 def attack_eval(model, loader, attacks, device, *, print_freq=10, visualize=None, log=NO_LOG):
@@ -189,9 +200,7 @@ def attack_eval(model, loader, attacks, device, *, print_freq=10, visualize=None
             acc1, acc5 = accuracy(clean_logits, target, topk=(1, 5))
         clean.update(n, top1=acc1, top5=acc5)
         for eps, attacker in attacks.items():
-            # A copy: an attack that changes its input in place must not change the clean batch.
-            adv_images = images if attacker is None else student.expect_images_like(
-                attacker.perturb(model, images.clone()), images, f"{type(attacker).__name__}.perturb")
+            adv_images = images if attacker is None else perturb(attacker, model, images)
             with torch.no_grad():
                 adv_logits = model(adv_images)
                 acc1, acc5 = accuracy(adv_logits, target, topk=(1, 5))

@@ -14,6 +14,7 @@ resumed global iteration, every series folder from the resumed epoch (one Sessio
 TensorBoard honours per folder), so after any resume each step appears once.
 """
 import contextlib
+import os
 import sys
 import threading
 from pathlib import Path
@@ -46,8 +47,12 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter  # tensorboard is only needed where a run logs
 
         _quiet_event_writer_threads()
-        with self._writing(folder):
-            return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        try:
+            with self._writing(folder):
+                return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        except cli.UserError:
+            _remove_empty_events(folder)
+            raise
 
     @contextlib.contextmanager
     def _writing(self, folder=None):
@@ -117,21 +122,30 @@ class RunLog:
         unwinding = sys.exc_info()[1] is not None
         failure = None
         for writer in self._writers():
-            file_writer = getattr(writer, "file_writer", None)  # None once closed (asking would open anew)
-            events = getattr(getattr(file_writer, "event_writer", None), "_file_name", None)
             try:
                 with self._writing():
                     writer.close()
             except cli.UserError as exc:
                 failure = failure or exc
-            if events and Path(events).is_file() and Path(events).stat().st_size == 0:
-                Path(events).unlink()
+        for folder in {self.run_dir, *(self.run_dir / key for key in self._series_writers)} - {None}:
+            _remove_empty_events(folder)
         self._writer, self._series_writers = None, {}
         if failure is not None and not unwinding:
             raise failure
 
     def _writers(self):
         return [w for w in (self._writer, *self._series_writers.values()) if w is not None]
+
+
+def _remove_empty_events(folder):
+    """Remove the events files that this process left empty in `folder` (their names end in
+    .<hostname>.<pid>.<n>): TensorBoard would list them as runs with no data."""
+    for path in Path(folder).glob(f"events.out.tfevents.*.{os.getpid()}.*"):
+        try:
+            if path.stat().st_size == 0:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def _quiet_event_writer_threads():

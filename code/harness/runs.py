@@ -30,7 +30,8 @@ def create_run_dir(logdir, run_name, reuse=False):
     Raises UserError when the folder cannot be created or its path is not UTF-8 (TensorBoard's is).
     """
     base = Path(logdir) / run_name
-    _check_utf8(base, "--run-name" if reuse else "--logdir")
+    _check_utf8(logdir, "--logdir")
+    _check_utf8(run_name, "--run-name")
     for suffix in itertools.count():
         run_dir = base if suffix == 0 else base.with_name(f"{base.name}-{suffix}")
         try:
@@ -48,8 +49,8 @@ def _check_utf8(path, flag):
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
-        raise UserError(f"{flag}: {os.fsdecode(os.fsencode(path))!a} is not valid UTF-8, which TensorBoard's "
-                        "folder names must be: give a UTF-8 name") from None
+        raise UserError(f"{flag}: {os.fsencode(path)!a} is not valid UTF-8, which TensorBoard's folder names "
+                        "must be: give a UTF-8 name") from None
 
 
 def run_folder(config, ctx, checkpoint=None):
@@ -107,7 +108,7 @@ def hold(run_dir):
     key = Path(run_dir).resolve()
     if key in _HELD:
         return True
-    lock = open(key / LOCK_NAME, "a+", encoding="utf-8")
+    lock = open(key / LOCK_NAME, "a+", encoding="utf-8", errors="backslashreplace")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -16,6 +16,7 @@ line and the exception, e.g.
     code/student_code.py:41 in __init__: AssertionError: Torch not compiled with CUDA enabled
 """
 import atexit
+import contextlib
 import importlib
 import re
 import shutil
@@ -37,6 +38,7 @@ FILE_NAME = f"{MODULE_NAME}.py"
 # (os._exit cannot be caught: it ends the process at once.)
 RAISES = (Exception, SystemExit)
 _COPIED_FROM = {}  # a temporary student_code.py (use_file) -> the file it copies
+_RESTORED = set()  # the student's functions after which model_kept had to restore the model
 
 
 class StudentCodeError(UserError):
@@ -88,6 +90,33 @@ def get(name, needed_for):
 def optional(name):
     """student_code.<name>, or None when the file does not define it."""
     return getattr(load(), name, None)
+
+
+@contextlib.contextmanager
+def model_kept(model, what):
+    """Around a call into the student's `what` (e.g. 'PGDAttack.perturb') with `model`: afterwards each
+    module's train/eval mode and each parameter's requires_grad are as they were before, whatever the
+    student's code did (a perturb that calls model.eval() or freezes the weights would otherwise leave
+    training in eval mode, or fail with "element 0 of tensors does not require grad"). Says so once per
+    `what`, on stderr, when it had to restore something."""
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        yield
+    finally:
+        changed = []
+        if any(module.training != training for module, training in modes):
+            changed.append("train/eval mode")
+        if any(param.requires_grad != flag for param, flag in flags):
+            changed.append("requires_grad")
+        for module, training in modes:
+            module.training = training
+        for param, flag in flags:
+            param.requires_grad_(flag)
+        if changed and what not in _RESTORED:
+            _RESTORED.add(what)
+            print(f"note: {FILE_NAME}'s {what} changed the model's {' and '.join(changed)}; the harness "
+                  "restored it (and does so after every call)", file=sys.stderr, flush=True)
 
 
 def expect_images_like(result, images, what):

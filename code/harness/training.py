@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from . import attacks, checkpoints, devices, engine, flags, loaders, models, rng, runs, signals, student
+from . import cli
 from .cli import EXIT_DIVERGED, EveryRankError, UserError
 from .divergence import Divergence
 from .runlog import RunLog
@@ -82,6 +83,9 @@ def train(config, given, ctx):
         stop = stop if isinstance(stop, signals.Interrupted) else signals.Interrupted(signal.SIGINT)
         stop.kept = kept_message(run)
         raise stop from None
+    except torch._dynamo.exc.BackendCompilerFailed as exc:  # what check_compile could not foresee
+        raise UserError(f"--compile: torch.compile failed ({cli.one_line(exc.inner_exception)}); run without "
+                        "--compile") from None
     finally:
         run.log.close()
     # Quoted as a shell needs it, so that the command can be pasted whatever the folder's name.
@@ -107,6 +111,8 @@ def resolve(config, given, ctx, checkpoint):
     seed = ctx.broadcast(seed)
     rng.seed_everything(seed + ctx.rank)
     check_batch_split(config.batch_size, ctx)
+    if config.compile:
+        devices.check_compile(ctx.device)
     num_classes = loaders.count_classes(loaders.check_data_folder(config.data_folder))
     arch, model = build_model(config, num_classes, checkpoint, say)
     channels_last = models.choose_channels_last(config.channels_last, ctx.device, model, config.amp,
