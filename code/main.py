@@ -128,9 +128,7 @@ def main(argv=None):
                                        and not isinstance(exc, EveryRankError))
             if cli.is_out_of_memory(exc) and config is not None:
                 exc = devices.out_of_memory(exc, config, loaders.VAL_BATCH_SIZE)
-            elif not isinstance(exc, (UserError, KeyboardInterrupt)) and student.raised_in_student_code(exc):
-                exc = student.StudentCodeError(f"{student.describe(exc)} (an error in the student's code)")
-            code = cli.exit_code_for(exc, quiet=quiet)
+            code = cli.exit_code_for(student.as_user_error(exc) or exc, quiet=quiet)
             if code is None:  # our own bugs keep their traceback
                 raise
             return code

@@ -89,3 +89,21 @@ def test_handlers_are_restored_after_the_block():
     with signals.handled():
         assert all(signal.getsignal(signum) is not before[signum] for signum in signals.SIGNALS)
     assert {signum: signal.getsignal(signum) for signum in signals.SIGNALS} == before
+
+
+def test_sigterm_while_predicting_writes_nothing(tiny_data, tmp_path, capsys, monkeypatch):
+    import main
+    import predict
+
+    assert main.main(train_argv(tiny_data, tmp_path / "logs", "run")) == 0
+
+    def terminated(*args, **kwargs):  # the signal arrives while predict.py computes
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(predict, "predict_top5", terminated)
+    capsys.readouterr()
+    code = predict.main([str(tiny_data), "--resume", str(tmp_path / "logs" / "run" / checkpoints.CHECKPOINT_NAME),
+                         "--out", str(tmp_path / "out"), "--gpu", "-1", "-j", "0"])
+    assert code == 143 and capsys.readouterr().err.strip() == "interrupted by SIGTERM: nothing was written"
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

@@ -208,9 +208,18 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0, 2 for a user error, 4 for an error in the student's file,
-    130 when interrupted)."""
-    try:
+    """Entry point; returns the exit code: 0; 2 a user error; 4 an error in the student's file; 5 the
+    disk is full; 6 out of memory; 128 + N a signal N (nothing is written then)."""
+    args = None
+
+    def translate(exc):
+        if cli.is_out_of_memory(exc) and args is not None:
+            half = max(1, args.batch_size // 2)
+            return cli.out_of_memory(exc, f"predicting in batches of {args.batch_size}", f"try -b {half}")
+        return student.as_user_error(exc)
+
+    def body(argv):
+        nonlocal args
         args = get_args_parser().parse_args(argv)
         if args.batch_size < 1:
             raise UserError(f"-b/--batch-size must be at least 1, got {args.batch_size}")
@@ -220,18 +229,8 @@ def main(argv=None):
                         devices.resolve_device(args.gpu, local_rank=0, distributed=False),
                         batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip,
                         channels_last=args.channels_last)
-        return 0
-    except UserError as exc:
-        cli.print_user_error(exc)
-        return 4 if isinstance(exc, student.StudentCodeError) else 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr, flush=True)
-        return 130
-    except student.RAISES as exc:  # the student's code may raise anything; our own bugs keep their traceback
-        if not student.raised_in_student_code(exc):
-            raise
-        cli.print_user_error(f"{student.describe(exc)} (an error in the student's code)")
-        return 4
+
+    return cli.run(body, argv, translate)
 
 
 if __name__ == "__main__":

@@ -126,29 +126,25 @@ def make_zip(repo_root=paths.REPO_ROOT, output=None):
             for path, arcname in packed:
                 archive.write(path, arcname)
 
-    try:
-        files.atomic_write(output, write)
-    except OSError as exc:
-        raise UserError(f"--output: cannot write {output} ({exc.strerror or exc})") from None
+    files.atomic_write(output, write)  # one line when it cannot: a full disk, a read-only folder
     return output, [arcname for _, arcname in packed], warnings + size_warnings(output, packed)
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0, or 2 for a user error)."""
+    """Entry point; returns the exit code (0, or those of harness.cli: 2 a user error, 5 the disk is full)."""
+    return cli.run(zip_submission, argv)
+
+
+def zip_submission(argv):
     parser = cli.ArgumentParser(description="Zip code/, writeup/ and results/ into submission.zip.")
     parser.add_argument("--output", default=str(paths.REPO_ROOT / "submission.zip"), help="zip file to write")
-    try:
-        args = parser.parse_args(argv)
-        output, names, warnings = make_zip(paths.REPO_ROOT, args.output)
-    except UserError as exc:
-        cli.print_user_error(exc)
-        return 2
+    args = parser.parse_args(argv)
+    output, names, warnings = make_zip(paths.REPO_ROOT, args.output)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for name in names:
         print(f"  {name}")
     print(f"{output}: {len(names)} files, {output.stat().st_size / 2**20:.2f} MiB")
-    return 0
 
 
 if __name__ == "__main__":

@@ -146,17 +146,21 @@ def exit_code_for(exc, quiet=False):
     return code
 
 
-def run(body, argv=None):
+def run(body, argv=None, translate=None):
     """A script's main: body(argv) inside signals.handled(); returns its exit code (body's, 0 when it
-    returns None, or what exit_code_for says); our own bugs keep their traceback."""
+    returns None, or what exit_code_for says); our own bugs keep their traceback.
+
+    translate(exc) -> a UserError to report instead, or None: what only the script knows (the student's
+    code raised: student.as_user_error; out of memory at which batch size).
+    """
     safe_streams()
     with signals.handled():
         try:
             code = body(argv)
             signals.check()  # a signal whose exception was dropped still ends the script as one
             return code or 0
-        except (UserError, KeyboardInterrupt, OSError, MemoryError, RuntimeError) as exc:
-            code = exit_code_for(exc)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # SystemExit: the student's sys.exit
+            code = exit_code_for((translate and translate(exc)) or exc)
             if code is None:
                 raise
             return code

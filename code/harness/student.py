@@ -185,6 +185,13 @@ def autograd_function_of(exc):
     return None
 
 
+def as_user_error(exc):
+    """A StudentCodeError (one line, exit 4) for `exc` when the student's code raised it, else None."""
+    if isinstance(exc, RAISES) and not isinstance(exc, UserError) and raised_in_student_code(exc):
+        return StudentCodeError(f"{describe(exc)} (an error in the student's code)")
+    return None
+
+
 def describe(exc):
     """One line: where in student_code.py `exc` came from, its type and the first line of its message."""
     message = (str(exc).strip().splitlines() or [""])[0][:200]
