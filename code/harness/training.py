@@ -8,6 +8,7 @@ the devices.Context. A resumed run (--resume) continues its own settings (runs.a
 weights, optimizer, GradScaler, RNG states, metrics and TensorBoard curves.
 """
 import functools
+import os
 import random
 import shlex
 import signal
@@ -335,8 +336,10 @@ def kept_message(run):
     if run.kept is None:
         return f"no epoch had finished, so no checkpoint was written (run folder {run.run_dir})"
     checkpoint, epochs = run.kept
-    command = " ".join(shlex.quote(str(part)) for part in (Path(sys.executable).name, sys.argv[0], "--resume",
-                                                           checkpoint))
+    launcher = [Path(sys.executable).name]
+    if run.ctx.world_size > 1:  # started by torchrun, which sets LOCAL_WORLD_SIZE: continue the same way
+        launcher = ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", str(run.ctx.world_size))]
+    command = " ".join(shlex.quote(str(part)) for part in (*launcher, sys.argv[0], "--resume", checkpoint))
     return f"{checkpoint} keeps epochs 0-{epochs - 1} of {run.config.epochs}; continue with:  {command}"
 
 
