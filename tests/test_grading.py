@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grading import batch, context as grading_context, grader, rubric as rubrics
+from harness.grading import batch, rubric as rubrics
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = (REPO / "code" / "student_code.py").read_text(encoding="utf-8")
@@ -27,33 +27,51 @@ def scores(results):
     return {test["name"]: (test["score"], test["max_score"], test["output"]) for test in results["tests"]}
 
 
+# bias added wrong, a PGD that steps the wrong way, a saliency map of the wrong sign, no default_attention
+MISTAKES_1 = mutate(STUDENT_2019,
+                    ("matmul(cols) + bias.view(1, -1, 1)", "matmul(cols) + bias.mean()"),
+                    ("output = output - self.step_size", "output = output + self.step_size"),
+                    ("output = input.grad.abs().max(1, keepdim=True)[0]",
+                     "output = -input.grad.abs().max(1, keepdim=True)[0]"),
+                    ("default_model = SimpleNet\n", ""))
+# a transposed weight gradient and a built-in forward, a PGD without projection, a saliency map of the
+# wrong shape, a network that raises
+MISTAKES_2 = mutate(STUDENT_2019,
+                    ("grad_weight = dy.matmul(cols.transpose(1, 2)).sum(0).view_as(weight)",
+                     "grad_weight = cols.matmul(dy.transpose(1, 2)).sum(0).reshape(weight.shape)"),
+                    ("    output = weight.view(out_channels, -1).matmul(cols) + bias.view(1, -1, 1)\n"
+                     "    # a fresh tensor, not a view of one: nn.ReLU(inplace=True) follows in the network\n"
+                     "    return output.view(n, out_channels, out_h, out_w).clone()",
+                     "    return torch.nn.functional.conv2d(input_feats, weight, bias, stride, padding)"),
+                    ("output = torch.min(torch.max(output, input - self.epsilon), input + self.epsilon).detach()",
+                     "output = output.detach()"),
+                    ("output = input.grad.abs().max(1, keepdim=True)[0]", "output = input.grad.abs()"),
+                    ("    x = self.avgpool(self.features(x))", "    raise ValueError('not yet')"))
+
+
 @pytest.fixture(scope="module")
-def grading(tmp_path_factory):
+def graded(tmp_path_factory):
+    """{name: {check: (score, max_score, output)}} for our solution, the 2019 file and the mistakes,
+    graded as one batch (two at a time) with a reference network of few steps."""
     root = tmp_path_factory.mktemp("grading")
-    rubric = rubrics.load()
-    ctx = grading_context.build(root / "work", rubric, cache=root / "cache", say=lambda line: None, refnet_steps=30)
-    grader.measure_reference(ctx, rubric)
-
-    def grade(text, name, extra_files=None):
-        folder = root / "subs" / name
-        folder.mkdir(parents=True)
-        (folder / "student_code.py").write_text(text, encoding="utf-8")
-        for file_name, content in (extra_files or {}).items():
-            (folder / file_name).write_text(content, encoding="utf-8")
-        return grader.grade(folder, ctx, rubric)
-    return grade
+    subs = root / "subs"
+    subs.mkdir()
+    for name, text in (("ours", OURS), ("s2019", STUDENT_2019), ("mistakes1", MISTAKES_1), ("mistakes2", MISTAKES_2)):
+        (subs / f"{name}.py").write_text(text, encoding="utf-8")
+    everyone = batch.grade_folder(subs, root / "grades", jobs=2, say=lambda line: None, refnet_steps=30)
+    return {name: results for name, results in everyone.items()}
 
 
-def test_our_solution_scores_full_marks(grading):
-    results = grading(OURS, "ours")
+def test_our_solution_scores_full_marks(graded):
+    results = graded["ours"]
     assert results["score"] == rubrics.load().max_score, json.dumps(results, indent=1)
     assert all(test["status"] == "passed" for test in results["tests"])
     assert set(results) >= {"score", "execution_time", "output", "tests"}
     assert set(results["tests"][0]) == {"name", "score", "max_score", "status", "output", "visibility"}
 
 
-def test_the_2019_students_file_is_graded(grading):
-    results = scores(grading(STUDENT_2019, "s2019"))
+def test_the_2019_students_file_is_graded(graded):
+    results = scores(graded["s2019"])
     assert all(results[name][0] == results[name][1] for name in results if name.startswith("Part I:"))
     # its attack does not clamp to the valid image range, and its custom_conv2d takes no dilation
     assert results["Part III: PGD stays in the valid image range"][0] == 0
@@ -61,14 +79,8 @@ def test_the_2019_students_file_is_graded(grading):
     assert "TypeError" in results["Part I: beyond 2019 (dilation, groups, no bias, rectangular kernels)"][2]
 
 
-def test_common_mistakes_lose_the_right_points(grading):
-    # bias added wrong, a PGD that steps the wrong way, a saliency map of the wrong sign
-    first = mutate(STUDENT_2019,
-                   ("matmul(cols) + bias.view(1, -1, 1)", "matmul(cols) + bias.mean()"),
-                   ("output = output - self.step_size", "output = output + self.step_size"),
-                   ("output = input.grad.abs().max(1, keepdim=True)[0]",
-                    "output = -input.grad.abs().max(1, keepdim=True)[0]"))
-    results = scores(grading(first, "mistakes1"))
+def test_common_mistakes_lose_the_right_points(graded):
+    results = scores(graded["mistakes1"])
     assert results["Part I: test_conv forward"][0] == 0
     assert "output differs by up to" in results["Part I: test_conv forward"][2]
     # one filter: its bias is its mean, so the smallest failing case has several
@@ -80,19 +92,7 @@ def test_common_mistakes_lose_the_right_points(grading):
     assert results["Part III: PGD stays within epsilon"][0] == 2
     assert results["Part III: PGD is as strong as the reference"][0] == 0
 
-    # a transposed weight gradient and a built-in forward, a PGD without projection, a saliency map
-    # of the wrong shape
-    second = mutate(STUDENT_2019,
-                    ("grad_weight = dy.matmul(cols.transpose(1, 2)).sum(0).view_as(weight)",
-                     "grad_weight = cols.matmul(dy.transpose(1, 2)).sum(0).reshape(weight.shape)"),
-                    ("    output = weight.view(out_channels, -1).matmul(cols) + bias.view(1, -1, 1)\n"
-                     "    # a fresh tensor, not a view of one: nn.ReLU(inplace=True) follows in the network\n"
-                     "    return output.view(n, out_channels, out_h, out_w).clone()",
-                     "    return torch.nn.functional.conv2d(input_feats, weight, bias, stride, padding)"),
-                    ("output = torch.min(torch.max(output, input - self.epsilon), input + self.epsilon).detach()",
-                     "output = output.detach()"),
-                    ("output = input.grad.abs().max(1, keepdim=True)[0]", "output = input.grad.abs()"))
-    results = scores(grading(second, "mistakes2"))
+    results = scores(graded["mistakes2"])
     assert results["Part I: test_conv forward"][0] == 1
     assert results["Part I: test_conv backward"][0] == 0
     assert "grad_weight differs by up to" in results["Part I: test_conv backward"][2]
@@ -106,13 +106,9 @@ def test_common_mistakes_lose_the_right_points(grading):
     assert "projected back" in results["Part III: PGD stays within epsilon"][2]
 
 
-def test_missing_names_are_not_attempted_and_errors_name_the_line(grading):
-    text = mutate(STUDENT_2019, ("default_attack = PGDAttack\n", ""),
-                  ("    input.requires_grad = True\n    output = model(input)",
-                   "    input.requires_grad = True\n    raise ValueError('not yet')\n    output = model(input)"))
-    results = scores(grading(text, "partial"))
-    assert results["Part III: PGD stays within epsilon"][2].startswith("not attempted: ")
-    assert "defines no default_attack" in results["Part III: PGD stays within epsilon"][2]
-    line = results["Part III: saliency equals the input gradient"][2]
-    assert "student_code.py:" in line and "ValueError: not yet" in line
-    assert results["Part I: test_conv forward"][0] == 1
+def test_missing_names_are_not_attempted_and_errors_name_the_line(graded):
+    results = scores(graded["mistakes1"])
+    assert results["Part II: default_model builds"][2] == "not attempted: student_code.py defines no default_model " \
+                                                          "(needed for Part II)"
+    line = scores(graded["mistakes2"])["Part II: logits of the right shape"][2]
+    assert line.startswith("student_code.py:") and "in forward: ValueError: not yet" in line

@@ -20,7 +20,7 @@ from .. import paths
 from . import checks, conv_cases, data, refnet, sandbox
 
 NETWORK_IMAGES = 4
-TRAIN_IMAGES = 16
+TRAIN_IMAGES = 8
 TRAIN_STEPS = 8
 TRAIN_LR = 0.01
 ATTACK_IMAGES = 8

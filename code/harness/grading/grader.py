@@ -85,7 +85,7 @@ def _verdict(check, result, answers):
         if missing:
             return 0.0, [f"not attempted: student_code.py defines no {missing[0]}"], False
     if data.get("error"):
-        text = str(data["error"])[:400]
+        text = str(data["error"])[:400].replace("sub/student_code.py", "student_code.py")
         if data.get("missing"):
             return 0.0, [f"not attempted: {text}"], False
         return 0.0, [text], True

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def run_probes(source, probes, context, slot, budget_end):
                               on_status=on_status, deadline=min(time.monotonic() + STARTUP_S, budget_end))
         if state["import_failed"]:
             data = _read_json(work / "out" / "_import.json") or {}
-            message = str(data.get("error", "student_code.py could not be imported"))[:400]
+            message = str(data.get("error", "student_code.py could not be imported"))[:400].replace(
+                "sub/student_code.py", "student_code.py")
             for name in pending:
                 results[name] = ProbeResult(data={"error": message, "missing": False}, failure="", output=outcome.output)
             break
@@ -140,7 +142,9 @@ def _read_result(out, name, output):
     if data is None:
         return ProbeResult(failure="its answers could not be read (missing or not JSON)", output=output)
     try:
-        tensors = torch.load(out / f"{name}.pt", weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # a forged file's pickle protocol is no news
+            warnings.simplefilter("ignore")
+            tensors = torch.load(out / f"{name}.pt", weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - anything the child wrote may be malformed
         return ProbeResult(failure=f"its answers could not be read as tensors ({type(exc).__name__})", output=output)
     if not isinstance(tensors, dict) or not all(type(v) is torch.Tensor for v in tensors.values()):
