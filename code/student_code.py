@@ -44,6 +44,7 @@ class CustomConv2DFunction(Function):
     @staticmethod
     def forward(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         """input (N, C, H, W), weight (O, C/G, kh, kw), bias (O,) or None -> (N, O, Ho, Wo)."""
+        # BEGIN SOLUTION
         geo = _Geometry(input, weight, bias, stride, padding, dilation, groups)  # checks every argument
         n, out_channels, g = input.shape[0], weight.shape[0], groups
         ho, wo = geo.out_size
@@ -59,10 +60,12 @@ class CustomConv2DFunction(Function):
         ctx.geometry = geo  # backward chunks the batch as forward did
         ctx.save_for_backward(input, weight)
         return output
+        # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_output):
         """Only the gradients autograd asks for: a first layer's input gradient is never computed."""
+        # BEGIN SOLUTION
         (input, weight), geo = ctx.saved_tensors, ctx.geometry
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]  # need_bias is False without bias
         n, out_channels, ho, wo = grad_output.shape
@@ -88,6 +91,7 @@ class CustomConv2DFunction(Function):
         grad_weight = grad_weight.view_as(weight) if need_weight else None
         grad_input = geo.unpad(grad_input) if need_input else None
         return grad_input, grad_weight, grad_bias, None, None, None, None
+        # END SOLUTION
 
 
 def custom_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -119,6 +123,7 @@ class CustomConv2d(nn.Conv2d):
         return custom_conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
 
+# BEGIN SOLUTION (removed)
 class _Geometry:
     """The checked, resolved arguments of one convolution. pads = (left, right, top, bottom), as F.pad
     takes them: symmetric padding is left to unfold and fold; only 'same' with an even (dilated) kernel is
@@ -211,6 +216,7 @@ def _int_pair(value, name, minimum):
     if min(pair) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
     return pair
+# END SOLUTION
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,6 +257,7 @@ class SimpleNet(nn.Module):
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100):
         super().__init__()
+        # BEGIN SOLUTION
         self.features = nn.Sequential(
             # 3 x 128 x 128 -> 64 x 64 x 64 -> 64 x 32 x 32
             conv_op(3, 64, kernel_size=7, stride=2, padding=3), nn.ReLU(inplace=True), _pool(),
@@ -264,6 +271,7 @@ class SimpleNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)
         self.reset_parameters()
+        # END SOLUTION
 
     def reset_parameters(self):
         kaiming_init_(self)
@@ -274,6 +282,7 @@ class SimpleNet(nn.Module):
         return self.fc(x)  # (N, num_classes)
 
 
+# BEGIN SOLUTION (removed)
 # --- The team's networks --------------------------------------------------------------------------
 #
 # Rebuilt from the code that trained the report's figures (../shared/team/README.md lists the facts):
@@ -484,6 +493,7 @@ class GoogLeNet(nn.Module):
         x = self.b5(self.a5(self.maxpool(x)))  # (N, 64, H/4, W/4)
         x = self.avgpool(x).flatten(1)  # (N, 64)
         return self.linear(x)  # (N, num_classes)
+# END SOLUTION
 
 
 default_model = SimpleNet
@@ -540,6 +550,7 @@ def _check_labels(labels, images, name):
         raise ValueError(f"{name} must be a tensor of {images.shape[0]} class indices, got {shape}")
 
 
+# BEGIN SOLUTION (removed)
 def _predicted_label(logits):
     return logits.argmax(dim=1)  # (N,)
 
@@ -575,6 +586,7 @@ def _eval_mode(model):
         # Per module, not model.train(flag): a submodule deliberately left in eval (a frozen batch norm) stays so.
         for module, training in flags:
             module.training = training
+# END SOLUTION
 
 
 class GradAttention:
@@ -590,10 +602,12 @@ class GradAttention:
         Runs in eval mode (the same images give the same map); leaves the input, the parameters' .grad
         and requires_grad flags, the buffers (batch-norm statistics) and every module's mode as they were.
         """
+        # BEGIN SOLUTION
         _check_images(input)
         with _eval_mode(model):
             grad, _ = _input_gradient(model, self.loss_fn, input, pick=_predicted_label)
         return grad.abs().amax(dim=1, keepdim=True)  # (N, 1, H, W)
+        # END SOLUTION
 
 
 class PGDAttack:
@@ -626,6 +640,7 @@ class PGDAttack:
         give the same result); leaves the input, the parameters' .grad and requires_grad flags, the
         buffers (batch-norm statistics) and every module's mode as they were.
         """
+        # BEGIN SOLUTION
         _check_images(input)
         if target is not None:
             _check_labels(target, input, "target")
@@ -654,7 +669,9 @@ class PGDAttack:
                 del grad  # before the next step's forward and backward, not after them
                 torch.clamp(adv, low, high, out=adv)
         return adv
+        # END SOLUTION
 
+    # BEGIN SOLUTION (removed)
     def _bounds(self, clean):
         """The L-inf ball around `clean`, projected onto the valid image range: (low, high), each like clean.
         Clamping to [low, high] is the exact projection onto ball and range, both boxes. Each bound is clamped
@@ -664,6 +681,7 @@ class PGDAttack:
         low = torch.clamp(clean - self.epsilon, range_low, range_high)
         high = torch.clamp(clean + self.epsilon, range_low, range_high)
         return low, high
+    # END SOLUTION
 
 
 def vis_grad_attention(input, vis_alpha=2.0, n_rows=10, vis_output=None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grading import batch, rubric as rubrics
+from harness.grading import batch, rubric as rubrics, starter
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = (REPO / "code" / "student_code.py").read_text(encoding="utf-8")
@@ -56,10 +56,12 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("grading")
     subs = root / "subs"
     subs.mkdir()
-    for name, text in (("ours", OURS), ("s2019", STUDENT_2019), ("mistakes1", MISTAKES_1), ("mistakes2", MISTAKES_2)):
+    for name, text in (("ours", OURS), ("s2019", STUDENT_2019), ("mistakes1", MISTAKES_1), ("mistakes2", MISTAKES_2),
+                       ("starter", starter.make(OURS))):
         (subs / f"{name}.py").write_text(text, encoding="utf-8")
     everyone = batch.grade_folder(subs, root / "grades", jobs=2, say=lambda line: None, refnet_steps=30)
-    return {name: results for name, results in everyone.items()}
+    everyone["summary"] = (root / "grades" / "summary.md").read_text(encoding="utf-8")
+    return everyone
 
 
 def test_our_solution_scores_full_marks(graded):
@@ -112,3 +114,31 @@ def test_missing_names_are_not_attempted_and_errors_name_the_line(graded):
                                                           "(needed for Part II)"
     line = scores(graded["mistakes2"])["Part II: logits of the right shape"][2]
     assert line.startswith("student_code.py:") and "in forward: ValueError: not yet" in line
+
+
+def test_the_starter_imports_runs_and_scores_zero(graded):
+    results = graded["starter"]
+    assert results["score"] == 0, json.dumps(results, indent=1)
+    lines = scores(results)
+    assert "NotImplementedError: YOUR CODE HERE" in lines["Part I: test_conv forward"][2]
+    assert "NotImplementedError: YOUR CODE HERE" in lines["Part III: PGD stays within epsilon"][2]
+
+
+def test_the_starter_keeps_the_2019_names_and_drops_the_solution():
+    made = starter.make(OURS)
+    for name in ("class CustomConv2DFunction", "def custom_conv2d", "class CustomConv2d", "class SimpleNet",
+                 "default_model = SimpleNet", "class GradAttention", "class PGDAttack", "def vis_grad_attention",
+                 "default_attack = PGDAttack"):
+        assert name in made, name
+    for solution in ("class _Geometry", "baddbmm_", "class CustomNet2", "def _input_gradient", "SOLUTION"):
+        assert solution not in made, solution
+    assert starter.strip_markers(OURS).count("\n") == OURS.count("\n") - 18
+    with pytest.raises(ValueError, match="line 2: BEGIN SOLUTION is never ended"):
+        starter.make("x = 1\n# BEGIN SOLUTION\ny = 2\n")
+
+
+def test_the_summary_flags_similar_pairs_beyond_the_starter(graded):
+    summary = graded["summary"]
+    assert "- mistakes1 and s2019: code" in summary or "- mistakes1 and mistakes2: code" in summary, summary
+    assert "ours and starter" not in summary
+    assert "Part I: test_conv forward: " in summary  # the most common failures, by check

@@ -16,4 +16,5 @@
     data          the fixed image slices the checks use
     report        results.json, grades.csv, summary.md and the histogram
     similarity    similar pairs of submissions after removing the starter's lines
+    starter       the students' starter made from our solution's marked regions (tools/make_starter.py)
 """
