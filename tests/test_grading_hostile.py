@@ -9,6 +9,7 @@ with short timeouts and a 1 GiB memory cap, so the whole batch takes seconds.
 import csv
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,23 @@ def test_a_second_run_skips_unchanged_submissions_and_only_regrades_one(graded):
     lines = []
     batch.grade_folder(root / "subs", root / "grades", rubric_path=rubric, only=["honest"], say=lines.append)
     assert any("score changed: honest: 5 -> 0 points" in line for line in lines), lines
+
+
+def test_run_autograder_grades_a_fake_gradescope_tree(graded, tmp_path):
+    rubric = graded[3]
+    root = tmp_path / "autograder"
+    (root / "submission" / "code").mkdir(parents=True)  # the zip_submission.py layout
+    (root / "submission" / "code" / "student_code.py").write_bytes((HERE / "student_2019" / "student_code.py").read_bytes())
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("tools", "code", "requirements.txt"):
+        (source / name).symlink_to(HERE.parent / name)
+    (source / "rubric.toml").write_bytes(rubric.read_bytes())
+    env = {"PATH": "/usr/bin:/bin", "AUTOGRADER_ROOT": str(root), "AUTOGRADER_SOURCE": str(source), "HOME": str(tmp_path)}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # python3 of this environment
+    done = subprocess.run([str(HERE.parent / "tools" / "gradescope" / "run_autograder")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 5.0 and len(results["tests"]) == 3, results
+    assert subprocess.run(["bash", "-n", str(HERE.parent / "tools" / "gradescope" / "setup.sh")]).returncode == 0

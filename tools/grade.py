@@ -2,6 +2,7 @@
 
     python tools/grade.py SUBMISSIONS --out GRADES [--data DATA] [--jobs N] [--only NAME ...] [--regrade]
                           [--rubric FILE]
+    python tools/grade.py --gradescope /autograder [--rubric FILE]     (tools/gradescope/run_autograder)
 
 SUBMISSIONS holds one entry per student, named after the student: a folder (student_code.py, their own
 modules, results/), a .zip as zip_submission.py makes it, or a bare NAME.py. Each runs in child processes
@@ -15,13 +16,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package
 
 from harness import cli  # noqa: E402
-from harness.grading import batch  # noqa: E402
+from harness.grading import batch, gradescope  # noqa: E402
 
 
 def main(argv=None):
     parser = cli.ArgumentParser(description="Grade a folder of submissions (see docs/grading.md).")
-    parser.add_argument("submissions", help="the folder of submissions: NAME/, NAME.zip or NAME.py per student")
-    parser.add_argument("--out", required=True, help="the folder for results.json, grades.csv and summary.md")
+    parser.add_argument("submissions", nargs="?", help="the folder of submissions: NAME/, NAME.zip or NAME.py per student")
+    parser.add_argument("--out", help="the folder for results.json, grades.csv and summary.md")
+    parser.add_argument("--gradescope", metavar="ROOT", default=None,
+                        help="grade ROOT/submission into ROOT/results/results.json, as Gradescope runs it")
     parser.add_argument("--data", default=None, help="MiniPlaces in the official layout (default: the demo dataset)")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="grade (again) only these students")
@@ -30,7 +33,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.gradescope is None and (args.submissions is None or args.out is None):
+        parser.error("give SUBMISSIONS and --out (or --gradescope ROOT)")
     try:
+        if args.gradescope is not None:
+            gradescope.run(args.gradescope, rubric_path=args.rubric, data=args.data,
+                           say=lambda line: print(line, flush=True))
+            return 0
         batch.grade_folder(args.submissions, args.out, data=args.data, jobs=args.jobs, only=args.only,
                            regrade=args.regrade, rubric_path=args.rubric, say=lambda line: print(line, flush=True))
     except cli.UserError as exc:

@@ -16,5 +16,6 @@
     data          the fixed image slices the checks use
     report        results.json, grades.csv, summary.md and the histogram
     similarity    similar pairs of submissions after removing the starter's lines
+    gradescope    the same checks on Gradescope: /autograder/submission in, results/results.json out
     starter       the students' starter made from our solution's marked regions (tools/make_starter.py)
 """
