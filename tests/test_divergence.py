@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from harness import checkpoints, engine
+from harness import checkpoints, cli, engine
 import main
 import helpers
 from harness.divergence import NONFINITE_PATIENCE, Divergence, DivergenceWatch
@@ -36,7 +36,7 @@ def scheduled_lr(step, lr):
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_finite_checkpoint(tiny_data, tmp_path, capsys):
     code = main.main(argv(tiny_data, tmp_path, 2))
     out, err = capsys.readouterr()
-    assert code == main.EXIT_DIVERGED
+    assert code == cli.EXIT_DIVERGED
     run_dir = tmp_path / "run"
     (line,) = err.strip().splitlines()
     match = re.fullmatch(
@@ -70,7 +70,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_finite_checkpoin
 def test_divergence_in_the_first_epoch_writes_nothing(tiny_data, tmp_path, capsys):
     code = main.main(argv(tiny_data, tmp_path, 30))
     err = capsys.readouterr().err
-    assert code == main.EXIT_DIVERGED
+    assert code == cli.EXIT_DIVERGED
     assert re.search(r"the loss is (nan|inf) at epoch 0, iteration \d of 5 .*; no checkpoint was written; ", err)
     assert not (tmp_path / "run" / checkpoints.CHECKPOINT_NAME).exists()
 

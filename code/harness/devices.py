@@ -182,3 +182,84 @@ def check_compile(device):
     if missing:
         raise UserError(f"--compile: torch.compile needs {missing}, and this machine has none; install it "
                         "(e.g. apt install g++) or run without --compile")
+
+
+# ---------------------------------------------------------------------------------------------------
+# bfloat16 on the CPU: native on some CPUs, emulated (and slower than fp32) on others
+# ---------------------------------------------------------------------------------------------------
+
+# A probe's bf16 must beat fp32 by this factor to count: below it, timing noise could decide.
+BF16_PROBE_MIN_SPEEDUP = 1.15
+_bf16_probe = {}  # cached: the probe's speed-up, measured once per process
+
+
+def native_bf16_features():
+    """The CPU features that compute bfloat16 natively, by name: 'AMX' (Intel Sapphire Rapids on) and
+    'AVX512_BF16' (Intel Cooper Lake on, AMD Zen 4 on); empty where bf16 is emulated (AVX2, plain
+    AVX-512), and PyTorch's oneDNN then runs bf16 autocast slower than fp32."""
+    checks = (("AMX", "_is_amx_tile_supported"), ("AVX512_BF16", "_is_avx512_bf16_supported"))
+    return [name for name, check in checks if getattr(torch.cpu, check, lambda: False)()]
+
+
+def bf16_speedup():
+    """How many times faster a training step of a small convolutional network runs in bf16 autocast
+    than in fp32 on this CPU (NHWC, 2 conv layers, batch 8 at 64 px, best of 3), measured once per
+    process (about half a second); None where the CPU has no native bf16 (not measured)."""
+    if "speedup" not in _bf16_probe:
+        with torch.random.fork_rng(devices=[]):  # the probe's weights must not move a seeded run's RNG
+            _bf16_probe["speedup"] = _measure_bf16_speedup() if native_bf16_features() else None
+    return _bf16_probe["speedup"]
+
+
+def _measure_bf16_speedup():
+    import time
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 5, stride=2, padding=2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(128, 10))
+    net = net.to(memory_format=torch.channels_last)
+    images = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+
+    def best_time(bf16):
+        times = []
+        for _ in range(4):  # the first is a warm-up (oneDNN picks its kernels)
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = net(images).float().square().mean()
+            loss.backward()
+            times.append(time.perf_counter() - start)
+        return min(times[1:])
+
+    return best_time(False) / best_time(True)
+
+
+def cpu_bf16_is_faster(device):
+    """True on a CPU that computes bf16 natively and where the probe found bf16 autocast faster."""
+    if device.type != "cpu":
+        return False
+    speedup = bf16_speedup()
+    return speedup is not None and speedup >= BF16_PROBE_MIN_SPEEDUP
+
+
+def cpu_precision_note(amp, device, flag="--amp",
+                       why_fp32="training stays fp32 unless asked: the course's figures are fp32"):
+    """The line a run on the CPU prints about bf16, or None: on a CPU with native bf16, how much faster
+    the probe found it (and, when off, that `flag` would use it and `why_fp32` it is off); on one
+    without, that --amp is emulated and slower."""
+    if device.type != "cpu":
+        return None
+    features = native_bf16_features()
+    if not features:
+        if not amp:
+            return None
+        return (f"note: --amp on this CPU ({torch.backends.cpu.get_cpu_capability()}, no native bf16) emulates "
+                "bf16 and is slower than fp32 (bench/bench_cpu_paths.py measures it)")
+    speedup = bf16_speedup()
+    found = f"this CPU computes bf16 natively ({', '.join(features)}): a probe ran bf16 autocast {speedup:.1f}x " \
+            "as fast as fp32"
+    if amp:
+        return f"note: {found}; this run uses it ({flag})"
+    if speedup < BF16_PROBE_MIN_SPEEDUP:
+        return None
+    return f"note: {found}; {flag} would use it ({why_fp32})"

@@ -183,9 +183,9 @@ def prepare(config, given, ctx):
         note = dataset.other_sizes_note()
         if note:
             run.log.print(f"note: {note} (training resizes them; validation batches them by size)")
-    if config.amp and ctx.device.type == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX512":
-        run.log.print(f"note: --amp on this CPU ({torch.backends.cpu.get_cpu_capability()}) emulates bf16 and is "
-                      "slower than fp32 (bench/bench_train.py measures it)")
+    note = devices.cpu_precision_note(config.amp, ctx.device)
+    if note:
+        run.log.print(note)
     return run
 
 

@@ -1,0 +1,74 @@
+"""bfloat16 on the CPU (issue 26): detected from the CPU's features (against /proc/cpuinfo's flags),
+confirmed by a probe that leaves seeded runs alone, said in one line; predict.py --amp says how many
+val predictions bf16 changes."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+import predict
+from harness import checkpoints, devices
+from helpers import train_argv
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@pytest.mark.skipif(not CPUINFO.is_file(), reason="no /proc/cpuinfo (not Linux)")
+def test_native_bf16_features_match_the_kernels_cpu_flags():
+    flags = set(re.search(r"^flags\s*:(.*)$", CPUINFO.read_text(), re.MULTILINE).group(1).split())
+    expected = [name for name, flag in (("AMX", "amx_tile"), ("AVX512_BF16", "avx512_bf16")) if flag in flags]
+    assert devices.native_bf16_features() == expected
+
+
+def test_the_probe_leaves_the_global_rng_alone(monkeypatch):
+    monkeypatch.setattr(devices, "native_bf16_features", lambda: ["AVX512_BF16"])
+    monkeypatch.setattr(devices, "_bf16_probe", {})
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    speedup = devices.bf16_speedup()
+    assert torch.equal(torch.rand(3), expected) and speedup > 0
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("features, speedup, amp, expected", [
+    ([], None, False, None),
+    ([], None, True, r"note: --amp on this CPU \(\w+, no native bf16\) emulates bf16 and is slower than fp32"),
+    (["AVX512_BF16"], 1.8, False, r"note: this CPU computes bf16 natively \(AVX512_BF16\): a probe ran bf16 autocast "
+                                  r"1\.8x as fast as fp32; --amp would use it \(training stays fp32 unless asked"),
+    (["AMX", "AVX512_BF16"], 1.8, True, r"natively \(AMX, AVX512_BF16\).*; this run uses it \(--amp\)$"),
+    (["AVX512_BF16"], 1.02, False, None),  # native, but the probe found it no faster: nothing to suggest
+])
+def test_the_note_follows_the_hardware(features, speedup, amp, expected, monkeypatch):
+    monkeypatch.setattr(devices, "native_bf16_features", lambda: features)
+    monkeypatch.setattr(devices, "_bf16_probe", {"speedup": speedup})
+    note = devices.cpu_precision_note(amp, CPU)
+    assert note is None if expected is None else re.search(expected, note)
+    assert devices.cpu_bf16_is_faster(CPU) == (speedup is not None and speedup >= devices.BF16_PROBE_MIN_SPEEDUP)
+    assert devices.cpu_precision_note(amp, torch.device("cuda")) is None
+
+
+def test_amp_changes_counts_top1_labels_and_lists():
+    fp32 = {"a.jpg": [1, 2, 3, 4, 5], "b.jpg": [1, 2, 3, 4, 5], "c.jpg": [9, 8, 7, 6, 5]}
+    amp = {"a.jpg": [1, 2, 3, 4, 5], "b.jpg": [1, 3, 2, 4, 5], "c.jpg": [8, 9, 7, 6, 5], "d.jpg": [0, 1, 2, 3, 4]}
+    assert predict.amp_changes(amp, fp32) == (3, 1, 2)
+
+
+def test_predict_with_amp_writes_the_files_and_says_what_changed(tiny_data, tmp_path, capsys):
+    assert main.main(train_argv(tiny_data, tmp_path / "logs", "run")) == 0
+    checkpoint = tmp_path / "logs" / "run" / checkpoints.CHECKPOINT_NAME
+    lines = []
+    predict.make_submission(tiny_data, checkpoint, tmp_path / "amp", CPU, workers=0, amp=True, log=lines.append)
+    predict.make_submission(tiny_data, checkpoint, tmp_path / "fp32", CPU, workers=0, log=lines.append)
+    [said] = [line for line in lines if line.startswith("=> --amp")]
+    count, top1, lists = map(int, re.fullmatch(r"=> --amp \(bfloat16\) against fp32 on the first (\d+) val "
+                                               r"images: (\d+) top-1 labels and (\d+) 5-label lists differ", said).groups())
+    amp_rows = (tmp_path / "amp" / predict.VAL_PREDICTIONS).read_text().splitlines()
+    fp32_rows = (tmp_path / "fp32" / predict.VAL_PREDICTIONS).read_text().splitlines()
+    assert count == len(fp32_rows) == 10 and [r.split()[0] for r in amp_rows] == [r.split()[0] for r in fp32_rows]
+    assert lists == sum(a != b for a, b in zip(amp_rows, fp32_rows))
+    assert top1 == sum(a.split()[1] != b.split()[1] for a, b in zip(amp_rows, fp32_rows)) <= lists
