@@ -49,25 +49,64 @@ MISTAKES_2 = mutate(STUDENT_2019,
                     ("    x = self.avgpool(self.features(x))", "    raise ValueError('not yet')"))
 
 
+def hand_in(folder, student_file, dataset, broken=False):
+    """folder/results/ as tools/predict.py writes it, from the (untrained) network of `student_file`: the
+    model's state_dict and the top-5 of each demo val and test image, flip-averaged."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("handed_in_student_code", student_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.default_model(num_classes=10).eval()
+    results = folder / "results"
+    results.mkdir(parents=True)
+    torch.save(model.state_dict() if not broken else {"weights": print}, results / "model.pth.tar")
+    dataset_root = dataset
+    for split in ("val", "test"):
+        import custom_dataloader
+        import custom_transforms
+        dataset = custom_dataloader.MiniPlacesLoader(dataset_root, num_classes=10, split=split,
+                                                     transforms=custom_transforms.get_val_transforms())
+        samples = [dataset[index] for index in range(len(dataset))]
+        images = torch.stack([image for image, _ in samples])
+        with torch.no_grad():
+            top5 = (model(images) + model(torch.flip(images, dims=(3,)))).topk(5, dim=1).indices.tolist()
+        names = [label if split == "test" else f"val/{Path(str(path)).name}"
+                 for (_, label), (path, _) in zip(samples, dataset.samples)]
+        lines = [f"{name} {' '.join(map(str, labels if not broken else labels[:4]))}" for name, labels in zip(names, top5)]
+        (results / f"predictions_{split}.txt").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, demo_dataset):
     """{name: {check: (score, max_score, output)}} for our solution, the 2019 file and the mistakes,
-    graded as one batch (two at a time) with a reference network of few steps."""
+    graded as one batch (two at a time) on a small demo dataset with a reference network of few steps."""
     root = tmp_path_factory.mktemp("grading")
+    dataset = demo_dataset(train_per_class=4, val_per_class=1, test_count=4)
     subs = root / "subs"
     subs.mkdir()
-    for name, text in (("ours", OURS), ("s2019", STUDENT_2019), ("mistakes1", MISTAKES_1), ("mistakes2", MISTAKES_2),
-                       ("starter", starter.make(OURS))):
+    for name, text in (("ours", OURS), ("mistakes2", MISTAKES_2), ("starter", starter.make(OURS))):
         (subs / f"{name}.py").write_text(text, encoding="utf-8")
-    everyone = batch.grade_folder(subs, root / "grades", jobs=2, say=lambda line: None, refnet_steps=30)
+    (subs / "s2019").mkdir()  # a folder with the challenge's results/
+    (subs / "s2019" / "student_code.py").write_text(STUDENT_2019, encoding="utf-8")
+    hand_in(subs / "s2019", REPO / "tests" / "student_2019" / "student_code.py", dataset)
+    (subs / "mistakes1").mkdir()  # with a hand-in holding a pickled function for a model and 4 labels a line
+    (subs / "mistakes1" / "student_code.py").write_text(MISTAKES_1, encoding="utf-8")
+    hand_in(subs / "mistakes1", REPO / "tests" / "student_2019" / "student_code.py", dataset, broken=True)
+    everyone = batch.grade_folder(subs, root / "grades", data=dataset, jobs=2, say=lambda line: None, refnet_steps=30)
     everyone["summary"] = (root / "grades" / "summary.md").read_text(encoding="utf-8")
     return everyone
 
 
 def test_our_solution_scores_full_marks(graded):
     results = graded["ours"]
-    assert results["score"] == rubrics.load().max_score, json.dumps(results, indent=1)
-    assert all(test["status"] == "passed" for test in results["tests"])
+    challenge = rubrics.load().max_score - sum(test["max_score"] for test in results["tests"]
+                                               if not test["name"].startswith("Challenge:"))
+    assert results["score"] == rubrics.load().max_score - challenge == 26, json.dumps(results, indent=1)
+    assert all(test["status"] == "passed" for test in results["tests"] if not test["name"].startswith("Challenge:"))
     assert set(results) >= {"score", "execution_time", "output", "tests"}
     assert set(results["tests"][0]) == {"name", "score", "max_score", "status", "output", "visibility"}
 
@@ -142,3 +181,17 @@ def test_the_summary_flags_similar_pairs_beyond_the_starter(graded):
     assert "- mistakes1 and s2019: code" in summary or "- mistakes1 and mistakes2: code" in summary, summary
     assert "ours and starter" not in summary
     assert "Part I: test_conv forward: " in summary  # the most common failures, by check
+
+
+def test_the_challenge_is_graded_from_results(graded):
+    results = scores(graded["s2019"])
+    assert results["Challenge: model within 10 MB loads with weights_only"][0] == 1, results
+    assert results["Challenge: predictions follow the devkit's format"][0] == 1
+    assert "on 10 images of the val labels (no --test-labels)" in results["Challenge: top-5 error on held labels"][2]
+    assert results["Challenge: the model reproduces its predictions"][0] == 1
+    assert "for 8 of 8 sample images" in results["Challenge: the model reproduces its predictions"][2]
+    broken = scores(graded["mistakes1"])
+    assert "not a torch checkpoint" in broken["Challenge: model within 10 MB loads with weights_only"][2]
+    assert broken["Challenge: predictions follow the devkit's format"][0] == 0
+    assert "predictions_test.txt" in broken["Challenge: predictions follow the devkit's format"][2]
+    assert scores(graded["ours"])["Challenge: top-5 error on held labels"][2] == "not attempted: no results/ handed in"

@@ -37,7 +37,9 @@ PART_II_III = ("Part II: default_model builds", "Part II: logits of the right sh
                "Part III: saliency map shape", "Part III: saliency equals the input gradient",
                "Part III: PGD stays within epsilon", "Part III: PGD stays in the valid image range",
                "Part III: PGD returns a detached tensor", "Part III: PGD leaves the model as it was",
-               "Part III: PGD is as strong as the reference")
+               "Part III: PGD is as strong as the reference", "Challenge: model within 10 MB loads with weights_only",
+               "Challenge: predictions follow the devkit's format", "Challenge: top-5 error on held labels",
+               "Challenge: the model reproduces its predictions")
 
 
 def processes_of_grader_users():

@@ -1,7 +1,7 @@
 """Grade a folder of students' submissions: scores, feedback and a class summary out, hostile code contained.
 
     python tools/grade.py SUBMISSIONS --out GRADES [--data DATA] [--jobs N] [--only NAME ...] [--regrade]
-                          [--rubric FILE]
+                          [--rubric FILE] [--test-labels FILE]
     python tools/grade.py --gradescope /autograder [--rubric FILE]     (tools/gradescope/run_autograder)
 
 SUBMISSIONS holds one entry per student, named after the student: a folder (student_code.py, their own
@@ -30,6 +30,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="grade (again) only these students")
     parser.add_argument("--regrade", action="store_true", help="grade everyone, even unchanged submissions")
     parser.add_argument("--rubric", default=None, help="a TOML rubric laid over the default one")
+    parser.add_argument("--test-labels", default=None, help="the staff's labels of the test images (the challenge's "
+                                                             "errors; default: the val labels)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -41,7 +43,8 @@ def main(argv=None):
                            say=lambda line: print(line, flush=True))
             return 0
         batch.grade_folder(args.submissions, args.out, data=args.data, jobs=args.jobs, only=args.only,
-                           regrade=args.regrade, rubric_path=args.rubric, say=lambda line: print(line, flush=True))
+                           regrade=args.regrade, rubric_path=args.rubric, test_labels=args.test_labels,
+                           say=lambda line: print(line, flush=True))
     except cli.UserError as exc:
         cli.print_user_error(exc)
         return cli.EXIT_USER_ERROR

@@ -11,6 +11,7 @@
     child         the child's side: imports the student's file, runs the probes, writes plain data
     probes        what the child computes with the student's code, probe by probe
     checks        the checks: names, points' verdicts computed in the grader's process
+    handin        the challenge hand-in (results/) read in the grader's process: size, format, errors
     conv_cases    Part I's held cases and F.conv2d's answers with their tolerances
     refnet        the network Part III explains and attacks, trained once and cached
     data          the fixed image slices the checks use

@@ -17,7 +17,7 @@ WORKDIR = ".grader"  # under GRADES: scratch, inputs, runtime, staging and the r
 
 
 def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=False, rubric_path=None,
-                 say=print, cache=None, refnet_steps=None):
+                 say=print, cache=None, refnet_steps=None, test_labels=None):
     """Grade every submission of `submissions_dir` into `out`; returns {name: results}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,8 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
     say(f"{len(found)} submissions, {len(todo)} to grade ({len(found) - len(todo)} unchanged); {isolation}")
     if todo:
         options = {} if refnet_steps is None else {"refnet_steps": refnet_steps}
-        ctx = grading_context.build(work, rubric, data, cache or work / "cache", say=say, **options)
+        ctx = grading_context.build(work, rubric, data, cache or work / "cache", say=say, test_labels=test_labels,
+                                    **options)
         grader.measure_reference(ctx, rubric)
         slots = list(range(max(1, jobs)))
         lock = threading.Lock()

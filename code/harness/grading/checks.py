@@ -324,4 +324,66 @@ CHECKS = (
     Check("Part III: PGD leaves the model as it was", "pgd", pgd_model_untouched, ("default_attack",)),
     Check("Part III: PGD is as strong as the reference", "pgd", pgd_strength, ("default_attack",)),
 )
+
+
+# Challenge ----------------------------------------------------------------------------------------
+
+def _handin(result):
+    return result.data.get("handin", {})
+
+
+def challenge_model(result, answers):
+    info = _handin(result)
+    if "model_bytes" not in info:
+        return 0.0, ["results/model.pth.tar is missing"]
+    problems = []
+    if info["model_bytes"] >= MODEL_BYTES_LIMIT:
+        problems.append(f"results/model.pth.tar takes {info['model_bytes']:,} bytes (limit 10,000,000)")
+    if info.get("model_error"):
+        problems.append(info["model_error"])
+    line = f"results/model.pth.tar: {info['model_bytes'] / 1e6:.2f} MB, loads with weights_only into " \
+           f"{result.data.get('arch') or 'default_model'} ({result.data.get('classes')} classes)"
+    return (0.0 if problems else 1.0), problems or [line]
+
+
+def challenge_format(result, answers):
+    info = _handin(result)
+    problems = [f"results/{name} is missing" for name in info.get("missing", []) if name != "model.pth.tar"]
+    problems += info.get("format_errors", [])
+    return (0.0 if problems else 1.0), problems or ["predictions_test.txt and predictions_val.txt follow the devkit's "
+                                                    "format (5 distinct labels per image, every image once)"]
+
+
+def challenge_accuracy(result, answers):
+    info = _handin(result)
+    errors = info.get("errors")
+    if not errors:
+        return 0.0, info.get("format_errors", [])[:1] or ["no predictions to score"]
+    chance = 1 - 5 / answers["num_classes"]
+    passed = errors["top5"] < chance
+    where = "the staff's held test labels" if errors["labels"] == "staff" else "the val labels (no --test-labels)"
+    return (1.0 if passed else 0.0), [
+        f"top-1 error {errors['top1']:.2%}, top-5 error {errors['top5']:.2%} on {errors['count']} images of {where}"
+        + ("" if passed else f"; needed: a top-5 error below chance ({chance:.0%})")]
+
+
+def challenge_reproduces(result, answers):
+    info = _handin(result)
+    sample, top5 = info.get("sample"), result.tensors.get("top5")
+    if not sample or any(labels is None for labels in sample):
+        return 0.0, ["predictions_val.txt does not predict the sample's images"]
+    if type(top5) is not torch.Tensor or tuple(top5.shape) != (len(sample), 5):
+        return 0.0, ["the model gave no top-5 labels for the sample"]
+    agree = sum(int(top5[i, 0]) == labels[0] for i, labels in enumerate(sample))
+    passed = agree >= len(sample) - 1  # one near tie may flip on another CPU
+    return (1.0 if passed else 0.0), [f"the handed-in model's top-1 label matches predictions_val.txt for {agree} of "
+                                      f"{len(sample)} sample images" + ("" if passed else " (needed: all but one)")]
+
+
+CHECKS += (
+    Check("Challenge: model within 10 MB loads with weights_only", "challenge", challenge_model),
+    Check("Challenge: predictions follow the devkit's format", "handin", challenge_format),
+    Check("Challenge: top-5 error on held labels", "handin", challenge_accuracy),
+    Check("Challenge: the model reproduces its predictions", "challenge", challenge_reproduces),
+)
 BY_NAME = {check.name: check for check in CHECKS}

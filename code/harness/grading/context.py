@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import paths
+from ..cli import UserError
 from . import checks, conv_cases, data, refnet, sandbox
 
 NETWORK_IMAGES = 4
@@ -25,9 +26,10 @@ TRAIN_STEPS = 8
 TRAIN_LR = 0.01
 ATTACK_IMAGES = 8
 REFNET_IMAGES = 640
+CHALLENGE_IMAGES = 8  # val images the handed-in model predicts again
 COURSE_FILES = ("custom_dataloader.py", "custom_transforms.py", "utils.py")
 VERSION_FILES = ("checks.py", "probes.py", "child.py", "conv_cases.py", "context.py", "refnet.py", "runner.py",
-                 "sandbox.py", "jail.py", "grader.py")
+                 "sandbox.py", "jail.py", "grader.py", "handin.py", "data.py")
 
 
 @dataclass
@@ -77,8 +79,10 @@ def reference_network(cache, dataset, steps=refnet.TRAIN_STEPS):
     return state
 
 
-def build(workdir, rubric, dataset=None, cache=None, say=print, refnet_steps=refnet.TRAIN_STEPS):
+def build(workdir, rubric, dataset=None, cache=None, say=print, refnet_steps=refnet.TRAIN_STEPS, test_labels=None):
     """The Context of a grading run in `workdir` (scratch space the grader owns)."""
+    if test_labels is not None and not Path(test_labels).is_file():
+        raise UserError(f"--test-labels: no such file: {test_labels}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o700)  # the children never see it: only inputs/ and runtime/ are bound into the jail
@@ -107,6 +111,12 @@ def build(workdir, rubric, dataset=None, cache=None, say=print, refnet_steps=ref
         model.eval()
         answers.update(attack_images=attack_images, refnet=model, refnet_state=state,
                        saliency=_input_gradient_map(model, attack_images))
+    if probes & {"challenge", "handin"}:
+        images, names = data.challenge_sample(dataset, CHALLENGE_IMAGES)
+        torch.save({"images": images}, inputs / "challenge.pt")
+        val_labels, test_count = data.label_files(dataset)
+        answers.update(challenge_names=names, num_classes=data.num_classes(dataset), test_count=test_count,
+                       held_labels=(Path(test_labels), "staff") if test_labels is not None else (val_labels, "val"))
     say(f"inputs ready ({time.perf_counter() - start:.0f} s)")
     for path in [inputs, *inputs.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)

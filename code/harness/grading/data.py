@@ -3,12 +3,14 @@
 Every class in turn (the first image of each class, then the second, ...), center-cropped to 128x128
 and normalized as the course's validation transform does, so a slice is the same on every run.
 """
+from pathlib import Path
+
 import torch
 
 import custom_dataloader
 import custom_transforms
 
-from .. import demo_data
+from .. import demo_data, scoring
 
 
 def dataset_root(data):
@@ -17,7 +19,8 @@ def dataset_root(data):
 
 
 def num_classes(data):
-    return demo_data.DEMO_NUM_CLASSES if data is None else 100
+    """The classes of categories.txt (the demo dataset's 10), else MiniPlaces' 100."""
+    return demo_data.DEMO_NUM_CLASSES if data is None else scoring.num_classes_for(Path(data) / "val.txt")
 
 
 def image_slice(data, split, count):
@@ -31,3 +34,19 @@ def image_slice(data, split, count):
                (members[rank] for members in by_class.values() if rank < len(members))][:count]
     samples = [dataset[i] for i in indices]
     return torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])
+
+
+def challenge_sample(data, count):
+    """(images (count, 3, 160, 160), names ['val/00000001.jpg', ...]): the first val images in name order,
+    transformed as tools/predict.py does (Scale 160, no crop)."""
+    dataset = custom_dataloader.MiniPlacesLoader(dataset_root(data), num_classes=num_classes(data), split="val",
+                                                 transforms=custom_transforms.get_val_transforms())
+    order = sorted(range(len(dataset.samples)), key=lambda i: str(dataset.samples[i][0]))[:count]
+    names = [f"val/{Path(str(dataset.samples[i][0])).name}" for i in order]
+    return torch.stack([dataset[i][0] for i in order]), names
+
+
+def label_files(data):
+    """(val label file, test image count) of the dataset."""
+    root = Path(dataset_root(data))
+    return root / "val.txt", len(list((root / "images" / "test").glob("*.jpg")))

@@ -11,7 +11,8 @@ tensors a flat dict of tensors. The grader compares them with its own answers (g
     saliency   Part III: default_attention(criterion).explain on the reference network
     pgd        Part III: default_attack(criterion).perturb, and PGDAttack with steps of half the ball,
                with the model's state before and after
-    challenge  Challenge: the handed-in model loaded into the student's network, predicting a sample
+    challenge  Challenge: results/model.pth.tar (weights_only) built with the student's network, predicting
+               the first val images as tools/predict.py does
 """
 import os
 
@@ -190,4 +191,19 @@ def pgd(task):
     return data, tensors
 
 
-PROBES = {"conv": conv, "network": network, "training": training, "saliency": saliency, "pgd": pgd}
+def challenge(task):
+    from .. import checkpoints, models
+
+    path = os.path.join(task["submission"], "results", "model.pth.tar")
+    checkpoint = checkpoints.read(path, "results/model.pth.tar")
+    arch, model = models.build_model(checkpoint.arch, checkpoint.num_classes)
+    checkpoints.load_weights(model, checkpoint, "results/model.pth.tar")
+    model.eval()
+    images = load_inputs("challenge")["images"]
+    with torch.no_grad():  # as tools/predict.py: logits averaged over each image and its flip
+        logits = 0.5 * (model(images.clone()) + model(torch.flip(images, dims=(3,))))
+    return {"arch": arch, "classes": checkpoint.num_classes}, {"top5": logits.topk(5, dim=1).indices}
+
+
+PROBES = {"conv": conv, "network": network, "training": training, "saliency": saliency, "pgd": pgd,
+          "challenge": challenge}
