@@ -4,7 +4,7 @@ says why, and changes nobody else's grade (tools/grade.py's isolation, harness/g
 The kinds: reading elsewhere, reaching the network and writing outside its copy, then patching torch
 (snoop), an endless loop with processes meant to outlive it (looper), a memory grab (hog), an early
 exit (quitter), forged status lines and answers with a pickle payload (forger). Part I's checks only,
-with short timeouts and a 1 GiB memory cap, so the whole batch takes seconds.
+with short timeouts and a 768 MB memory cap (an honest child peaks near 400 MB), so the batch takes seconds.
 """
 import csv
 import json
@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 ISOLATED, WHY = sandbox.isolation_available()
 RUBRIC = """
 [grader]
-memory_mb = 1024
+memory_mb = 768
 budget_s = 60
 [checks."Part I: test_conv forward"]
 timeout_s = 6

@@ -90,6 +90,7 @@ def run_probes(source, probes, context, slot, budget_end):
         outcome = sandbox.run(argv, env=env, work=work, slot=slot, limits=limits, scratch=context.scratch,
                               ro=[(str(context.runtime), "/runtime"), (str(context.inputs), "/inputs")],
                               on_status=on_status, deadline=min(time.monotonic() + STARTUP_S, budget_end))
+        outputs = _split_output(outcome.output)
         if state["import_failed"]:
             data = _read_json(work / "out" / "_import.json") or {}
             message = str(data.get("error", "student_code.py could not be imported"))[:400].replace(
@@ -99,11 +100,11 @@ def run_probes(source, probes, context, slot, budget_end):
             break
         for name in list(pending):
             if name in state["ended"]:
-                results[name] = _read_result(work / "out", name, outcome.output)
+                results[name] = _read_result(work / "out", name, outputs.get(name, ""))
                 pending.remove(name)
         why = _why(outcome, limits, context.timeouts)
         if state["current"] in pending:
-            results[state["current"]] = ProbeResult(failure=why, output=outcome.output)
+            results[state["current"]] = ProbeResult(failure=why, output=outputs.get(state["current"], outcome.output))
             pending.remove(state["current"])
         elif pending and not state["ready"]:  # it ended before the first probe: no retry would do better
             for name in pending:
@@ -115,6 +116,17 @@ def run_probes(source, probes, context, slot, budget_end):
             break
     shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _split_output(text):
+    """{probe: what the child printed while it ran}, cut at the child's marks; what it printed before
+    the first mark (importing the file) goes with the first probe."""
+    parts = text.split(child.OUTPUT_MARK)
+    found = {}
+    for index, part in enumerate(parts[1:]):
+        name, _, rest = part.partition("\n")
+        found[name] = (parts[0].strip() + "\n" if index == 0 and parts[0].strip() else "") + rest
+    return found
 
 
 def _why(outcome, limits, timeouts):

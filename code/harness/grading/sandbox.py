@@ -103,8 +103,10 @@ class _Cgroups:
                 folder.mkdir(exist_ok=True)
                 for key, value in settings.items():
                     (folder / key).write_text(str(value))
-                if controller == "memory" and (folder / "memory.memsw.limit_in_bytes").exists():
-                    (folder / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+                if controller == "memory":  # no swapping past the cap: the OOM killer ends the child instead
+                    for key in ("memory.swappiness", "memory.memsw.limit_in_bytes"):
+                        if (folder / key).exists():
+                            (folder / key).write_text("0" if key.endswith("swappiness") else str(limits.memory_bytes))
             except OSError as exc:
                 self.notes.append(f"no {controller} cgroup ({exc.strerror})")
                 continue
@@ -112,15 +114,17 @@ class _Cgroups:
             self.procs.append(str(folder / "cgroup.procs"))
 
     def out_of_memory(self):
+        """(killed by the OOM killer, reached the cap at all)."""
         folder = self.dirs.get("memory")
         if folder is None:
-            return False
+            return False, False
         try:
-            oom = (folder / "memory.oom_control").read_text()
-            killed = any(line.startswith("oom_kill ") and int(line.split()[1]) > 0 for line in oom.splitlines())
-            return killed or int((folder / "memory.failcnt").read_text()) > 0
+            fields = dict(line.split() for line in (folder / "memory.oom_control").read_text().splitlines())
+            at_cap = int((folder / "memory.failcnt").read_text()) > 0
+            # kernels since 4.13 count the OOM killer's kills; before, reaching the cap is all we know
+            return (int(fields["oom_kill"]) > 0 if "oom_kill" in fields else at_cap), at_cap
         except (OSError, ValueError):
-            return False
+            return False, False
 
     def remove(self):
         for folder in self.dirs.values():
@@ -214,15 +218,17 @@ def run(argv, *, env, work, slot, limits, ro=(), scratch, on_status=None, deadli
         returncode = process.wait()
         output.join()
         if cgroups is not None:
-            oom = cgroups.out_of_memory()
+            oom, at_cap = cgroups.out_of_memory()
             cgroups.remove()
         else:
-            oom = False
+            oom = at_cap = False
     wall = time.monotonic() - start
-    if timed_out_at:
-        reason = "timeout"
-    elif oom:
+    # Killed by the OOM killer; or timed out at the cap: the kernel evicting and re-reading PyTorch's
+    # mapped libraries (file pages count in the cgroup) can stall a process there instead of killing it.
+    if oom or (timed_out_at and at_cap):
         reason = "out of memory"
+    elif timed_out_at:
+        reason = "timeout"
     elif returncode > 128 and isolated:  # jail.py reports a signal as 128 + N
         reason = f"killed by signal {signal.Signals(returncode - 128).name}" if returncode - 128 < 65 else "exited"
     elif returncode < 0:

@@ -1,0 +1,80 @@
+"""What tools/grade.py accepts, without running any submission: the folder's entries (folders, zips as
+zip_submission.py makes them, bare files), unsafe zips, the rubric's overrides and its errors, the
+script's one-line errors."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from harness.cli import UserError
+from harness.grading import rubric as rubrics, runner, submissions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_folders_zips_and_bare_files_are_staged(tmp_path):
+    subs = tmp_path / "subs"
+    (subs / "alice" / "code").mkdir(parents=True)
+    (subs / "alice" / "code" / "student_code.py").write_text("x = 1\n")
+    (subs / "alice" / "code" / "helpers.py").write_text("y = 2\n")
+    (subs / "alice" / "results").mkdir()
+    (subs / "alice" / "results" / "predictions_val.txt").write_text("val/00000001.jpg 1 2 3 4 5\n")
+    (subs / "bob.py").write_text("x = 2\n")
+    with zipfile.ZipFile(subs / "carol.zip", "w") as archive:  # zip_submission.py's layout
+        archive.writestr("code/student_code.py", "x = 3\n")
+        archive.writestr("results/model.pth.tar", b"weights")
+        archive.writestr("writeup/report.pdf", b"%PDF")
+    with zipfile.ZipFile(subs / "mallory.zip", "w") as archive:
+        archive.writestr("../../escape.py", "x = 4\n")
+    (subs / ".hidden").mkdir()
+    (subs / "dave").mkdir()  # nothing handed in
+    found = {sub.name: sub for sub in submissions.discover(subs, tmp_path / "staging")}
+    assert sorted(found) == ["alice", "bob", "carol", "dave", "mallory"]
+    assert sorted(p.name for p in found["alice"].source.iterdir()) == ["helpers.py", "results", "student_code.py"]
+    assert (found["carol"].source / "results" / "model.pth.tar").read_bytes() == b"weights"
+    assert (found["bob"].source / "student_code.py").read_text() == "x = 2\n"
+    assert "unsafe path: ../../escape.py" in found["mallory"].problem
+    assert found["dave"].problem == "no student_code.py in the submission"
+    assert not (tmp_path / "escape.py").exists()
+    again = {sub.name: sub.digest for sub in submissions.discover(subs, tmp_path / "staging2")}
+    assert again["alice"] == found["alice"].digest != found["bob"].digest
+    with pytest.raises(UserError, match="no submission called 'erin'"):
+        submissions.discover(subs, tmp_path / "staging3", only=["erin"])
+
+
+def test_a_rubric_overrides_points_timeouts_and_runs(tmp_path):
+    default = rubrics.load()
+    assert default.max_score == 30 and default.items[0].name.startswith("Part I: ")
+    path = tmp_path / "rubric.toml"
+    path.write_text('[grader]\nmemory_mb = 512\n[checks."Part I: no built-in convolution"]\npoints = 5\n'
+                    '[checks."Part II: short training lowers the loss"]\nrun = false\n')
+    rubric = rubrics.load(path)
+    assert rubric.item("Part I: no built-in convolution").points == 5 and rubric.grader["memory_mb"] == 512
+    assert "Part II: short training lowers the loss" not in [item.name for item in rubric.items]
+    assert rubric.max_score == 30 + 3 - 2
+    path.write_text('[checks."Part I: no such check"]\npoints = 1\n')
+    with pytest.raises(UserError, match="no check is called 'Part I: no such check'"):
+        rubrics.load(path)
+    path.write_text('[checks."Part I: test_conv forward"]\npoints = "two"\n')
+    with pytest.raises(UserError, match="points = 'two' is not valid"):
+        rubrics.load(path)
+    path.write_text("[grader\n")
+    with pytest.raises(UserError, match="not a TOML rubric"):
+        rubrics.load(path)
+
+
+def test_the_output_is_split_per_probe():
+    text = "imported\n\n@@grader-probe@@ conv\nconv says\n\n@@grader-probe@@ pgd\npgd says\n"
+    assert runner._split_output(text) == {"conv": "imported\nconv says\n", "pgd": "pgd says\n"}
+
+
+def test_the_script_says_what_is_wrong_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "grade.py"), str(tmp_path / "none"), "--out",
+                           str(tmp_path / "grades")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "no such folder" in done.stderr
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "make_starter.py"), "--solution",
+                           str(tmp_path / "none.py"), "--out", str(tmp_path / "s.py")], capture_output=True, text=True)
+    assert done.returncode == 2 and "cannot read it" in done.stderr
