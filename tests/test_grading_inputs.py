@@ -78,3 +78,20 @@ def test_the_script_says_what_is_wrong_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "tools" / "make_starter.py"), "--solution",
                            str(tmp_path / "none.py"), "--out", str(tmp_path / "s.py")], capture_output=True, text=True)
     assert done.returncode == 2 and "cannot read it" in done.stderr
+
+
+def test_similar_pairs_beyond_the_starter_and_identical_hand_ins(tmp_path):
+    from harness.grading import similarity
+
+    starter = "def f(x):\n    raise NotImplementedError\n"
+    body = "\n".join(f"def g{i}(x):\n    return x * {i} + sum(range({i})) - len(str(x))" for i in range(12))
+    folders = {}
+    for name, text in (("a", starter + body), ("b", starter + body.replace("len(str(x))", "abs(x)", 1)), ("c", starter),
+                       ("d", starter + "\n".join(f"value_{i} = [{i}] * {i}" for i in range(40)))):
+        folders[name] = tmp_path / name
+        (folders[name] / "results").mkdir(parents=True)
+        (folders[name] / "student_code.py").write_text(text)
+    for name in ("c", "d"):
+        (folders[name] / "results" / "predictions_test.txt").write_text("test/00000001.jpg 1 2 3 4 5\n")
+    pairs = similarity.similar_pairs(folders, starter)
+    assert [(a, b, why) for a, b, _, why in pairs] == [("c", "d", "identical predictions_test.txt"), ("a", "b", "code")]

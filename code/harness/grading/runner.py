@@ -8,6 +8,7 @@ memory, a signal, an early exit), and so does every probe left when the submissi
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import warnings
@@ -20,6 +21,7 @@ from .. import files
 from . import child, sandbox
 
 MAX_JSON_BYTES = 4 * 2**20
+WORK_BYTES = 1024 * 2**20  # the working copy's tmpfs: the submission, its answers and what it writes
 STARTUP_S = 90  # importing torch and the student's file, before the first probe begins
 
 
@@ -31,11 +33,17 @@ class ProbeResult:
     output: str = ""  # the child's output while it ran (cut at the rubric's limit)
 
 
-def prepare_copy(source, work, uid):
-    """A fresh working copy of the submission folder `source` in work/sub, owned by `uid`, and work/out."""
+def prepare_copy(source, work, uid, isolated=False):
+    """A fresh working copy of the submission folder `source` in work/sub, owned by `uid`, and work/out.
+    Isolated, `work` is a tmpfs of WORK_BYTES mounted for this submission (release_copy unmounts it), so
+    what the submission writes cannot fill the grader's disk."""
+    release_copy(work)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    if isolated:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={WORK_BYTES},mode=0755,nosuid,nodev", "tmpfs",
+                        str(work)], check=True, capture_output=True)
     os.chmod(work, 0o755)
     shutil.copytree(source, work / "sub", symlinks=True)
     (work / "out").mkdir()
@@ -46,12 +54,26 @@ def prepare_copy(source, work, uid):
     return work
 
 
+def release_copy(work):
+    """Unmount the working copy's tmpfs, if one is mounted there (also one a crashed run left)."""
+    if os.path.ismount(work):
+        subprocess.run(["umount", "-l", str(work)], capture_output=True)
+
+
 def run_probes(source, probes, context, slot, budget_end):
     """{probe: ProbeResult} for the submission folder `source` (its student_code.py and modules)."""
     uid = sandbox.FIRST_UID + slot
     work = Path(context.scratch) / f"slot-{slot}"
     isolated, _ = sandbox.isolation_available()
-    prepare_copy(source, work, uid)
+    try:
+        prepare_copy(source, work, uid, isolated)
+        return _run_probes(probes, context, slot, budget_end, work, isolated)
+    finally:
+        release_copy(work)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_probes(probes, context, slot, budget_end, work, isolated):
     inside = "/work" if isolated else str(work)
     results, pending = {}, list(probes)
     limits = context.limits
@@ -114,7 +136,6 @@ def run_probes(source, probes, context, slot, budget_end):
             for name in pending:
                 results[name] = ProbeResult(failure=why, output=outcome.output)
             break
-    shutil.rmtree(work, ignore_errors=True)
     return results
 
 
