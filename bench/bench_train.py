@@ -39,6 +39,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--arch", default="simplenet", choices=models.arch_names())
+    parser.add_argument("--use-custom-conv", action="store_true", help="the student's CustomConv2d (unfold/fold)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("-b", "--batch-size", type=int, default=None,
                         help="default 256 on CUDA (the assignment's), 32 on the CPU")
@@ -72,7 +73,7 @@ def time_config(args, device, amp, channels_last, compile_backend=None):
     if compile_backend is not None:
         warmup = max(warmup, 3)  # compilation (forward, then backward) happens in the first steps
     torch.manual_seed(0)
-    model = models.build_model(arch, num_classes)[1]
+    model = models.build_model(arch, num_classes, use_custom_conv=args.use_custom_conv)[1]
     model = model.to(device, memory_format=memory_format(channels_last)).train(not args.inference)
     if compile_backend is not None:
         model = torch.compile(model, backend=compile_backend)

@@ -44,8 +44,8 @@ FAILS = {
 }
 
 
-def check(path, data):
-    code, out, err = run_python(TOOL, path, "--data", data)
+def check(path, data, *flags):
+    code, out, err = run_python(TOOL, path, "--data", data, *flags)
     verdicts = dict(re.findall(r"^Part [IV]+ +(the convolution|the network|saliency|PGD) +(PASS|FAIL) ", out, re.M))
     return code, out, err, verdicts
 
@@ -55,11 +55,13 @@ def data(demo_dataset):
     return demo_dataset(train_per_class=4)  # 40 images: the check takes 32
 
 
-def test_the_2019_file_passes_every_part(data):
-    code, out, err, verdicts = check(STUDENT_2019, data)
+@pytest.mark.parametrize("precision", ["--amp", "--no-amp"])  # bf16 is the default where the CPU has it
+def test_the_2019_file_passes_every_part(precision, data):
+    code, out, err, verdicts = check(STUDENT_2019, data, precision)
     assert code == 0, out + err
     assert len(verdicts) == 4 and set(verdicts.values()) == {"PASS"}
     assert out.strip().splitlines()[-1].startswith("4 of 4 parts pass")
+    assert ("The network learns in bf16 autocast" in out) == (precision == "--amp")
 
 
 @pytest.mark.parametrize("mistake", list(MISTAKES))

@@ -10,6 +10,7 @@ epsilon and lowers the loss towards the least likely label (harness/selfcheck.py
 generates the demo dataset (about 5 s). Exits 0 when every part passes, 1 when one fails, 2 for a
 bad argument, 4 when the file cannot be imported.
 """
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ def check(argv):
     parser = cli.ArgumentParser(description="Check a student_code.py end to end, with a verdict per part.")
     parser.add_argument("file", nargs="?", default=str(paths.CODE_DIR / student.FILE_NAME),
                         help="the student's file (default: code/student_code.py)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="the network learns in bf16 autocast (default: where the CPU computes bf16 natively; "
+                             "--no-amp forces fp32)")
     parser.add_argument("--data", default=None, help="a demo dataset's folder (default: data/miniplaces_demo, "
                                                      "generated when absent)")
     args = parser.parse_args(argv)
@@ -36,7 +40,7 @@ def check(argv):
     student.load()
     print(f"Checking {path} (half a minute or so on a CPU)", flush=True)
     start = time.perf_counter()
-    verdicts = selfcheck.run(say=lambda line: print(line, flush=True), data=args.data)
+    verdicts = selfcheck.run(say=lambda line: print(line, flush=True), data=args.data, amp=args.amp)
     passed = sum(verdict.passed for verdict in verdicts)
     print(f"{passed} of {len(verdicts)} parts pass ({time.perf_counter() - start:.0f} s)")
     return 0 if passed == len(verdicts) else 1

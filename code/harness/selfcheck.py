@@ -13,6 +13,8 @@
 
 Every check compares with PyTorch computed here, so a right file passes on any CPU and a wrong one
 fails with a line saying what differs. The data are the first images of the generated demo dataset.
+On a CPU that computes bf16 natively (devices.cpu_bf16_is_faster) the learning runs in bf16 autocast,
+as the demo does; the step-for-step comparison of the two convolutions stays in fp32.
 """
 import copy
 import time
@@ -24,7 +26,7 @@ import torch.nn as nn
 import custom_dataloader
 import custom_transforms
 
-from . import conv_check, demo_data, models, student
+from . import conv_check, demo_data, devices, models, student
 
 BATCH = 32  # demo images the network learns, 128x128
 # Adam learns a fixed batch whatever the network's initialisation: SimpleNet from 2.30 to 0.05 in 25
@@ -36,6 +38,7 @@ MATCHED_STEPS = 3  # steps compared between CustomConv2d and nn.Conv2d
 # far more than 1e-3.
 MATCH_RTOL = 1e-3
 ATTACKED = 16  # images the attack and the saliency maps see
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -45,9 +48,14 @@ class Verdict:
     lines: list = field(default_factory=list)
 
 
-def run(say=print, data=None):
+def run(say=print, data=None, amp=None):
     """Every part's Verdict, in order; each is said as it is decided. `data`: a demo dataset's folder
-    (default: data/miniplaces_demo, generated when absent)."""
+    (default: data/miniplaces_demo, generated when absent); `amp`: the learning in bf16 autocast (None:
+    where the CPU computes bf16 natively and faster)."""
+    amp_dtype = torch.bfloat16 if (devices.cpu_bf16_is_faster(CPU) if amp is None else amp) else None
+    if amp_dtype is not None:
+        say("The network learns in bf16 autocast" + (" (this CPU computes bf16 natively; --no-amp for fp32)"
+                                                     if amp is None else ""))
     torch.manual_seed(0)
     images, labels = demo_batch(data)
     # Part III looks at val images: on the batch it learned, the trained network is so sure that some
@@ -59,12 +67,12 @@ def run(say=print, data=None):
         if "model" not in trained:  # Part II failed before training it
             torch.manual_seed(0)
             _, trained["model"] = models.build_model(None, demo_data.DEMO_NUM_CLASSES)
-            train(trained["model"], images, labels, TRAIN_STEPS)
+            train(trained["model"], images, labels, TRAIN_STEPS, amp_dtype)
         return trained["model"].eval()
 
     verdicts = []
     for part, check in (("Part I    the convolution", check_convolution),
-                        ("Part II   the network", lambda: check_network(images, labels, trained)),
+                        ("Part II   the network", lambda: check_network(images, labels, trained, amp_dtype)),
                         ("Part III  saliency", lambda: check_saliency(model(), val_images)),
                         ("Part III  PGD", lambda: check_attack(model(), val_images))):
         start = time.perf_counter()
@@ -113,14 +121,14 @@ def check_convolution():
     return False, lines
 
 
-def check_network(images, labels, trained):
-    """default_model learns the batch; with CustomConv2d it trains as with nn.Conv2d. The trained
-    network goes into trained["model"]."""
+def check_network(images, labels, trained, amp_dtype=None):
+    """default_model learns the batch (in autocast to `amp_dtype` when given); with CustomConv2d it
+    trains as with nn.Conv2d, both in fp32. The trained network goes into trained["model"]."""
     num_classes = demo_data.DEMO_NUM_CLASSES
     arch, reference = models.build_model(None, num_classes)
     models.check_logits(reference, num_classes, arch)
     start_weights = copy.deepcopy(reference.state_dict())
-    losses = train(reference, images, labels, TRAIN_STEPS)
+    losses = train(reference, images, labels, TRAIN_STEPS, amp_dtype)
     trained["model"] = copy.deepcopy(reference)
     learned = losses[-1] < 0.5 * losses[0]
     lines = [f"{type(reference).__name__} (default_model) on {len(images)} demo images: loss {losses[0]:.2f} -> "
@@ -130,7 +138,12 @@ def check_network(images, labels, trained):
     custom.load_state_dict(start_weights)
     reference.load_state_dict(start_weights)
     custom_losses = train(custom, images, labels, MATCHED_STEPS)
-    reference_losses = losses[:MATCHED_STEPS]
+    if amp_dtype is None:
+        reference_losses = losses[:MATCHED_STEPS]
+    else:  # the comparison needs fp32 on both sides: bf16 rounds far above MATCH_RTOL
+        _, fp32_reference = models.build_model(None, num_classes)
+        fp32_reference.load_state_dict(start_weights)
+        reference_losses = train(fp32_reference, images, labels, MATCHED_STEPS)
     matched = all(abs(a - b) <= MATCH_RTOL * abs(b) for a, b in zip(custom_losses, reference_losses))
     pairs = ", ".join(f"{a:.4f} vs {b:.4f}" for a, b in zip(custom_losses, reference_losses))
     lines.append(f"with CustomConv2d, the first {MATCHED_STEPS} steps' losses {pairs} (nn.Conv2d)"
@@ -138,14 +151,16 @@ def check_network(images, labels, trained):
     return learned and matched, lines
 
 
-def train(model, images, labels, steps):
-    """Full-batch Adam on (images, labels): the loss before each step."""
+def train(model, images, labels, steps, amp_dtype=None):
+    """Full-batch Adam on (images, labels), the forward pass in autocast to `amp_dtype` when given: the
+    loss before each step."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     criterion = nn.CrossEntropyLoss()
     losses = []
     for _ in range(steps):
-        loss = criterion(model(images), labels)
+        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = criterion(model(images).float(), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
