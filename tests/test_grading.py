@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Six sandboxed children, each importing torch, and our solution measured as the reference: about a
+# minute on the 2-core machine (the isolation tests, tests/test_grading_hostile.py, are not slow).
+pytestmark = pytest.mark.slow
+
 from harness.grading import batch, rubric as rubrics, starter
 
 REPO = Path(__file__).resolve().parent.parent
