@@ -1,15 +1,14 @@
-"""The synthetic demo dataset: layout, determinism, atomic generation, and that its classes differ in
-structure (an edge-profile classifier separates them) but not in mean colour."""
+"""The synthetic demo dataset: layout, balanced classes, determinism, atomic generation, and that its
+classes differ in texture (a classifier of the power spectrum separates them), where the disc is, but
+not in mean colour."""
 import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import demo_data as demo_data_tool  # tools/demo_data.py, the CLI
 from harness import demo_data
-import student_code
 from harness.cli import UserError
 
 
@@ -34,22 +33,33 @@ def nearest_centroid_accuracy(train_x, train_y, val_x, val_y):
     return float((distances.argmin(1) == val_y).mean())
 
 
-def edge_profiles(images):
-    """Where the edges are: mean |horizontal| and |vertical| grey differences along rows and along
-    columns, pooled into 16 bins each and divided by the image's overall edge strength; (N, 64)."""
-    gray = images.mean(-1)  # (N, 128, 128)
-    dx = np.abs(np.diff(gray, axis=2, append=gray[:, :, -1:]))  # (N, 128, 128), last column 0
-    dy = np.abs(np.diff(gray, axis=1, append=gray[:, -1:, :]))
-    profiles = [dx.mean(2), dx.mean(1), dy.mean(2), dy.mean(1)]  # each (N, 128)
-    features = np.concatenate([p.reshape(len(images), 16, 8).mean(2) for p in profiles], 1)
-    return features / (features.mean(1, keepdims=True) + 1e-6)
+def spectrum_profiles(images):
+    """What texture: the grey image's power spectrum (numpy's FFT) summed over 4 orientations (folded
+    onto 0-90 degrees, as a horizontal flip maps each class onto itself) times 4 bands of period
+    (3-5.5, 5.5-9, 9-13, 13-32 px), divided by its total; (N, 16)."""
+    gray = images.mean(-1)
+    gray = gray - gray.mean((1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(gray)) ** 2  # (N, 128, 128)
+    f = np.fft.fftfreq(gray.shape[1])
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    radius = np.hypot(fx, fy)
+    angle = np.degrees(np.arctan2(np.abs(fy), np.abs(fx)))  # 0 (columns vary) .. 90 (rows vary)
+    period = np.divide(1.0, radius, out=np.full_like(radius, np.inf), where=radius > 0)
+    features = []
+    for low, high in ((3, 5.5), (5.5, 9), (9, 13), (13, 32)):
+        for a in range(4):
+            cell = (period >= low) & (period < high) & (angle >= 22.5 * a) & (angle < 22.5 * (a + 1) + 1e-9 * (a == 3))
+            features.append(power[:, cell].sum(1))
+    features = np.stack(features, 1)
+    return features / features.sum(1, keepdims=True)
 
 
-def test_official_layout(demo):
+def test_official_layout_with_balanced_classes(demo):
     categories = (demo / "categories.txt").read_text().splitlines()
     assert len(categories) == demo_data.DEMO_NUM_CLASSES and categories[0] == "/b/beach 0"
     train = (demo / "train.txt").read_text().splitlines()
     assert len(train) == 200 and train[0] == "train/b/beach/00000001.jpg 0"
+    assert np.bincount([int(line.split()[1]) for line in train]).tolist() == [20] * 10
     val = [line.split() for line in (demo / "val.txt").read_text().splitlines()]
     assert [rel for rel, _ in val[:2]] == ["val/00000001.jpg", "val/00000002.jpg"]
     assert np.bincount([int(label) for _, label in val]).tolist() == [10] * 10
@@ -58,59 +68,41 @@ def test_official_layout(demo):
         assert image.format == "JPEG" and image.mode == "RGB" and image.size == (128, 128)
 
 
-def test_mean_colour_does_not_separate_classes_but_structure_does(demo):
+def test_mean_colour_does_not_separate_classes_but_texture_does(demo):
     train_x, train_y = read_split(demo, "train")
     val_x, val_y = read_split(demo, "val")
     chance = 1 / demo_data.DEMO_NUM_CLASSES
     colour = nearest_centroid_accuracy(train_x.mean((1, 2)), train_y, val_x.mean((1, 2)), val_y)
-    structure = nearest_centroid_accuracy(edge_profiles(train_x), train_y, edge_profiles(val_x), val_y)
+    texture = nearest_centroid_accuracy(spectrum_profiles(train_x), train_y, spectrum_profiles(val_x), val_y)
     assert colour < chance + 0.12, colour
-    assert structure > 3 * chance, structure
+    assert texture > 5 * chance, texture
 
 
-def test_shapes_take_a_tint_on_the_other_side_of_mid_grey():
-    # The ranges mirror each other about mid-grey (c -> 255 - c), with a gap of at least 96 levels.
-    assert demo_data.DARK_LEVELS == (0, 80) and demo_data.LIGHT_LEVELS == (176, 256)
+def test_the_class_is_in_the_disc_and_nowhere_else():
+    # The same draws without the texture give the same image outside the disc: there, nothing depends
+    # on the class. Inside, the texture moves the pixels by up to the amplitude (before clipping).
+    noise_bank = demo_data.make_noise_bank(np.random.default_rng(1))
+    for label in range(demo_data.DEMO_NUM_CLASSES):
+        pixels, disc = demo_data.draw_scene(label, np.random.default_rng(label), noise_bank)
+        rng = np.random.default_rng(label)
+        plain = demo_data.background(rng)
+        plain_disc = demo_data.disc_mask(rng)
+        assert np.array_equal(disc, plain_disc)
+        outside = disc == 0
+        assert 0.15 < 1 - outside.mean() < 0.85  # the disc covers a part of the image, not all of it
+        # outside: background + noise, within the noise's reach of the plain background
+        assert np.abs(pixels[outside].astype(float) - plain[outside]).mean() < 1.5 * demo_data.NOISE_STD
+        inside = disc == 1
+        spread = np.abs(pixels[inside].astype(float) - plain[inside]).mean()
+        assert spread > 0.4 * demo_data.TEXTURE_AMPLITUDE, (label, spread)
+
+
+def test_texture_is_luminance_and_zero_mean():
     rng = np.random.default_rng(0)
-    dark_backgrounds = sum(max(demo_data._background_color(rng)) < 128 for _ in range(4000))
-    assert 1900 < dark_backgrounds < 2100  # half and half: the class averages stay mid-grey
-    for _ in range(200):
-        background = np.array(demo_data._background_color(rng))
-        shape = np.array(demo_data._contrasting_color(rng, background))
-        dark, light = (background, shape) if background.max() < 128 else (shape, background)
-        assert dark.max() < demo_data.DARK_LEVELS[1] and light.min() >= demo_data.LIGHT_LEVELS[0]
-        assert (light - dark).min() >= demo_data.LIGHT_LEVELS[0] - demo_data.DARK_LEVELS[1] + 1
-
-
-def between_class_share(root):
-    """Share of the variance of an untrained SimpleNet's pooled features (N, 512) over val images that
-    lies between the class means: how much the classes, not the colours, move them."""
-    images, labels = read_split(root, "val")
-    x = torch.from_numpy(images).permute(0, 3, 1, 2) / 255.0  # (N, 3, 128, 128)
-    x = (x - 0.45) / 0.225
-    labels = torch.from_numpy(labels)
-    torch.manual_seed(0)
-    model = student_code.SimpleNet(num_classes=demo_data.DEMO_NUM_CLASSES).eval()
-    model.fc = torch.nn.Identity()  # any SimpleNet with the 2019 names: its pooled features
-    with torch.no_grad():
-        features = model(x)  # (N, 512)
-    means = torch.stack([features[labels == c].mean(0) for c in range(demo_data.DEMO_NUM_CLASSES)])
-    return float(means.var(0).sum() / features.var(0).sum())
-
-
-def test_untrained_simplenet_features_follow_the_class_not_the_colours(demo, tmp_path, monkeypatch):
-    # Why the tints (format version 3): with colours from the whole RGB cube (version 2, here without
-    # its minimum contrast) the features moved mostly with the colours, and the demo learned slowly.
-    tinted = between_class_share(demo)
-
-    def any_color(rng, background=None):
-        return tuple(int(v) for v in rng.integers(0, 256, 3))
-
-    monkeypatch.setattr(demo_data, "_background_color", any_color)
-    monkeypatch.setattr(demo_data, "_contrasting_color", any_color)
-    whole_cube = between_class_share(demo_data.make_demo_dataset(tmp_path / "cube", seed=0, train_per_class=1,
-                                                                 val_per_class=10, test_count=1))
-    assert tinted > 0.5 and whole_cube < 0.35, (tinted, whole_cube)
+    for label in range(demo_data.DEMO_NUM_CLASSES):
+        patterns = np.stack([demo_data.texture(label, rng) for _ in range(50)])  # (50, 128, 128)
+        assert np.abs(patterns).max() <= 1.0 + 1e-6
+        assert abs(patterns.mean()) < 0.05, (label, patterns.mean())  # no class brightens or darkens its disc
 
 
 def test_same_seed_same_files_other_seed_differs(tmp_path):
@@ -132,7 +124,9 @@ def tiny_defaults(monkeypatch):
 
 
 def test_ensure_generates_once_and_redoes_incomplete(tmp_path, tiny_defaults):
+    assert not demo_data.is_ready(tmp_path / "demo")
     root = demo_data.ensure_demo_dataset(tmp_path / "demo")
+    assert demo_data.is_ready(root) and not demo_data.is_ready(root, seed=1)
     marker = root / demo_data.MARKER
     stamp = marker.stat().st_mtime_ns
     assert demo_data.ensure_demo_dataset(tmp_path / "demo") == root

@@ -1,14 +1,15 @@
 """A small synthetic MiniPlaces in the official layout, for tests and `python code/main.py --demo`.
 
-Ten classes of procedurally drawn 128x128 "scenes" that differ in structure (sky, sea and sand;
-diagonal strata; rows of dunes; horizontal furrows; vertical trunks; a checkerboard market; a
-saw-toothed mountain range; a skyline with windows; a sun with rays; a tower), never in colour: every
-region takes a random dark or light tint (the background one, the shapes the other), so every class's
-average colour is mid-grey and the hue tells nothing about the class, while a CNN can learn the shapes.
-(How far an image's mean colour lies from grey still tells how much of it the shapes cover: a
-layout cue.) Positions, sizes, counts
-and noise are random too. Everything derives from one seed (NumPy's generator), so the same seed
-writes the same files.
+Ten classes of 128x128 images, each a textured disc on a plain background. The class is the disc's
+texture, a luminance pattern of +-70 grey levels (beach: fine horizontal ripples; cliff: diagonal
+strata; desert: wavy dunes; field: broad horizontal furrows; forest: fine vertical trunks; market: a
+checkerboard of stalls; mountain: zigzag ridges; skyline: a grid of lit windows; sun: concentric
+rings; tower: broad vertical stripes). Everything else is class-independent: the background's
+colours (a vertical blend of two random colours), the disc's place and size (40-70% of the image),
+the texture's tilt, phase and scale, and the pixel noise. So the mean colour tells nothing about the
+class; a network must learn textures, as it leans on them in natural images, and the saliency maps
+of a trained one light up the disc. Everything derives from one seed (NumPy's generator), so the
+same seed writes the same files.
 
 `python tools/demo_data.py [folder]` writes it (default data/miniplaces_demo).
 """
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import cli, paths
 
@@ -29,191 +30,142 @@ DEFAULT_DEMO_DIR = paths.DEFAULT_DATA_DIR / "miniplaces_demo"
 DEMO_NUM_CLASSES = 10
 IMAGE_SIZE = 128
 DEFAULT_TRAIN_PER_CLASS = 150
-DEFAULT_VAL_PER_CLASS = 30
+DEFAULT_VAL_PER_CLASS = 10  # 100 val images: -e and the attack see them all
 DEFAULT_TEST_COUNT = 100
-NOISE_STD = 10.0  # grey levels of Gaussian pixel noise
+TEXTURE_AMPLITUDE = 70.0  # grey levels: the texture spans background +- 70
+BACKGROUND_LEVELS = (50, 206)  # [low, high) per channel of the background's two colours
+NOISE_STD = 15.0  # grey levels of Gaussian pixel noise
 JPEG_QUALITY = 90
 MARKER = ".demo_complete.json"  # written last: a folder without it is incomplete
-FORMAT_VERSION = 3  # 3: dark/light tints, busier scenes; 2 drew colours from the whole RGB cube
+# 4: textured discs (the class is the texture); 3: dark/light tinted shapes (the class was the shapes);
+# 2: shapes in colours from the whole RGB cube. docs/measurements.md#the-demo has why.
+FORMAT_VERSION = 4
 
 
 # ---------------------------------------------------------------------------------------------------
-# One drawing function per class: (draw, rng, fg) -> None, where fg() returns a random colour that
-# contrasts with the (random) background. Colours never depend on the class.
+# The textures: one function per class, (u, v, k, rng) -> pattern in [-1, 1] of shape (128, 128), where
+# u runs along the (tilted) rows and v down the columns, in pixels, and k scales every period.
 # ---------------------------------------------------------------------------------------------------
-# Every region is a random tint, either dark (each channel below 80) or light (each at least 176): the
-# background takes one at random and the shapes the other. Every edge between a shape and the
-# background then has a strong contrast, alike from image to image (two shapes of a scene may share a
-# side of grey: sea and sand, windows and walls). With colours drawn from the whole RGB cube (format version 2), an
-# untrained SimpleNet's pooled features varied mostly with the colours (a fifth to a quarter of their
-# variance lay between the classes, against three quarters with these tints), and 2 epochs of the
-# demo reached 45-55% where they now reach 76-98% (docs/measurements.md has the runs).
-DARK_LEVELS, LIGHT_LEVELS = (0, 80), (176, 256)  # [low, high) per channel; 255 - c swaps the ranges
+# Why textures. Versions 2 and 3 drew high-contrast shapes: SimpleNet learned them in 2 epochs and
+# the default attack (epsilon 0.1, about 6 grey levels) barely moved it (80% -> 80%). Textures are
+# what networks lean on in natural images; here the class is nothing else. Each class pair differs
+# in orientation (rows, columns, diagonals; a horizontal flip maps each class onto itself), in
+# period (5-7 px fine, 16 px broad: the training crops zoom by 1-2x, so the two never meet) or in
+# layout (checkerboard, grid, rings, waves, zigzags).
+_GRID = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)  # (2, 128, 128): y, x
 
 
-def _tint(rng, dark):
-    low, high = DARK_LEVELS if dark else LIGHT_LEVELS
-    return tuple(int(v) for v in rng.integers(low, high, 3))
+def _grating(t, period):
+    return np.sin((2 * np.pi / period) * t)
 
 
-def _background_color(rng):
-    return _tint(rng, dark=rng.random() < 0.5)
+def _beach(u, v, k, rng):
+    return _grating(v, 5 * k)
 
 
-def _contrasting_color(rng, background):
-    """A random tint on the other side of mid-grey from `background`. The rule commutes with
-    c -> 255 - c, so every colour stays symmetric about mid-grey and each class's average colour is
-    mid-grey whatever its layout."""
-    return _tint(rng, dark=sum(background) >= 3 * 128)
+def _cliff(u, v, k, rng):
+    diagonal = (u + v) if rng.random() < 0.5 else (u - v)  # rising either way
+    return _grating(diagonal / math.sqrt(2), 6 * k)
 
 
-def _draw_beach(draw, rng, fg):
-    """Sky, sea and sand: two near-horizontal boundaries."""
-    s = IMAGE_SIZE
-    sea = rng.uniform(0.25, 0.5) * s
-    sand = sea + rng.uniform(0.2, 0.35) * s
-    for y, color in ((sea, fg()), (sand, fg())):
-        tilt = rng.uniform(-4, 4)
-        draw.polygon([(0, y - tilt), (s, y + tilt), (s, s), (0, s)], fill=color)
+def _desert(u, v, k, rng):
+    return _grating(v + 3 * np.sin(2 * np.pi * u / (20 * k)), 7 * k)
 
 
-def _draw_cliff(draw, rng, fg):
-    """Rock strata: parallel bands at 35-55 degrees, rising either way."""
-    s = IMAGE_SIZE
-    slope = rng.uniform(0.7, 1.4) * rng.choice((-1, 1))
-    band, period = fg(), rng.uniform(16, 30)
-    reach = s * (1 + abs(slope))  # the band offsets that can cross the image
-    offset = -reach + rng.uniform(0, period)
-    while offset < reach:
-        # the band between y = slope * x + offset and the same line half a period lower
-        draw.polygon([(0, offset), (s, slope * s + offset), (s, slope * s + offset + period / 2),
-                      (0, offset + period / 2)], fill=band)
-        offset += period
+def _field(u, v, k, rng):
+    return _grating(v, 16 * k)
 
 
-def _draw_desert(draw, rng, fg):
-    """Rows of dunes: 3 or 4 stacked sinusoidal boundaries."""
-    s = IMAGE_SIZE
-    sands = (fg(), fg())
-    rows, amp = int(rng.integers(3, 5)), rng.uniform(5, 10)
-    period, phase = rng.uniform(30, 60), rng.uniform(0, 2 * math.pi)
-    for row in range(rows):
-        base = (row + 0.5 + rng.uniform(-0.2, 0.2)) * s / rows
-        top = [(x, base + amp * math.sin(2 * math.pi * x / period + phase + row)) for x in range(0, s + 4, 4)]
-        draw.polygon(top + [(s, s), (0, s)], fill=sands[row % 2])
+def _forest(u, v, k, rng):
+    return _grating(u, 5 * k)
 
 
-def _draw_field(draw, rng, fg):
-    """Horizontal furrows: bands of two alternating colours."""
-    s = IMAGE_SIZE
-    other = fg()
-    y = rng.uniform(-10, 0)
-    while y < s:
-        h = rng.uniform(6, 16)
-        draw.rectangle([0, y, s, y + h / 2], fill=other)
-        y += h
+def _market(u, v, k, rng):
+    return np.sign(_grating(u, 10 * k) * _grating(v, 10 * k))
 
 
-def _draw_forest(draw, rng, fg):
-    """Several full-height vertical trunks."""
-    s = IMAGE_SIZE
-    trunk = fg()
-    for _ in range(rng.integers(5, 10)):
-        x, w = rng.uniform(0, s), rng.uniform(4, 11)
-        draw.rectangle([x, 0, x + w, s], fill=trunk if rng.random() < 0.7 else fg())
+def _mountain(u, v, k, rng):
+    zigzag = 2 * np.abs((u / (12 * k)) % 1 - 0.5)  # a triangle wave along the rows, 0..1
+    return _grating(v + 6 * zigzag, 7 * k)
 
 
-def _draw_market(draw, rng, fg):
-    """A checkerboard of stalls."""
-    s = IMAGE_SIZE
-    cell, other = rng.uniform(10, 20), fg()
-    x0, y0 = rng.uniform(-cell, 0), rng.uniform(-cell, 0)
-    for i in range(int(s / cell) + 2):
-        for j in range(int(s / cell) + 2):
-            if (i + j) % 2:
-                x, y = x0 + i * cell, y0 + j * cell
-                draw.rectangle([x, y, x + cell, y + cell], fill=other)
+def _skyline(u, v, k, rng):
+    lit = (_grating(u, 8 * k) > 0) & (_grating(v, 8 * k) > 0)  # a quarter of the disc
+    return np.where(lit, 1.0, -1 / 3)  # zero mean, as every texture's
 
 
-def _draw_mountain(draw, rng, fg):
-    """A range: a saw-toothed ridge of 3 to 5 peaks rising from the lower part."""
-    s = IMAGE_SIZE
-    peaks = int(rng.integers(3, 6))
-    width, foot = s / peaks, rng.uniform(0.6, 0.9) * s
-    ridge = [(0, s), (0, foot)]
-    x = rng.uniform(-width / 2, 0)
-    while x < s + width:
-        ridge += [(x + width / 2, foot - rng.uniform(0.3, 0.55) * s), (x + width, foot)]
-        x += width
-    draw.polygon(ridge + [(s, s)], fill=fg())
+def _sun(u, v, k, rng):
+    cy, cx = rng.uniform(20, IMAGE_SIZE - 20, 2)
+    return _grating(np.hypot(_GRID[1] - cx, _GRID[0] - cy), 6 * k)
 
 
-def _draw_skyline(draw, rng, fg):
-    """Adjacent buildings of random heights along the bottom, with rows of windows."""
-    s = IMAGE_SIZE
-    x, wall, window = 0.0, fg(), fg()
-    while x < s:
-        w, h = rng.uniform(16, 30), rng.uniform(40, 100)
-        draw.rectangle([x, s - h, x + w - 2, s], fill=wall)
-        for y in range(int(s - h + 4), s - 6, 9):
-            for wx in range(int(x + 3), int(x + w - 6), 7):
-                draw.rectangle([wx, y, wx + 3, y + 4], fill=window)
-        x += w
+def _tower(u, v, k, rng):
+    return _grating(u, 16 * k)
 
 
-def _draw_sun(draw, rng, fg):
-    """A disc with 8 to 13 rays running off the image."""
-    s = IMAGE_SIZE
-    r = rng.uniform(12, 24)
-    cx, cy = rng.uniform(r, s - r), rng.uniform(r, s - r)
-    color, rays, start = fg(), int(rng.integers(8, 14)), rng.uniform(0, 2 * math.pi)
-    for k in range(rays):
-        angle = start + 2 * math.pi * k / rays
-        end = (cx + 2 * s * math.cos(angle), cy + 2 * s * math.sin(angle))  # beyond the image
-        draw.line([(cx, cy), end], fill=color, width=3)
-    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
-
-
-def _draw_tower(draw, rng, fg):
-    """One tall narrow block standing on the bottom edge."""
-    s = IMAGE_SIZE
-    w, h = rng.uniform(14, 28), rng.uniform(70, 115)
-    x = rng.uniform(10, s - 10 - w)
-    draw.rectangle([x, s - h, x + w, s], fill=fg())
-    draw.rectangle([x - 3, s - h - 6, x + w + 3, s - h], fill=fg())  # a cap
-
-
-# (category as in categories.txt, drawing function); the index is the label.
+# (category as in categories.txt, texture function); the index is the label.
 CLASSES = (
-    ("/b/beach", _draw_beach),
-    ("/c/cliff", _draw_cliff),
-    ("/d/desert", _draw_desert),
-    ("/f/field", _draw_field),
-    ("/f/forest", _draw_forest),
-    ("/m/market", _draw_market),
-    ("/m/mountain", _draw_mountain),
-    ("/s/skyline", _draw_skyline),
-    ("/s/sun", _draw_sun),
-    ("/t/tower", _draw_tower),
+    ("/b/beach", _beach),
+    ("/c/cliff", _cliff),
+    ("/d/desert", _desert),
+    ("/f/field", _field),
+    ("/f/forest", _forest),
+    ("/m/market", _market),
+    ("/m/mountain", _mountain),
+    ("/s/skyline", _skyline),
+    ("/s/sun", _sun),
+    ("/t/tower", _tower),
 )
 assert len(CLASSES) == DEMO_NUM_CLASSES
 
 
+def texture(label, rng):
+    """(128, 128) float32 pattern in [-1, 1] of class `label`: tilted by up to 10 degrees either way,
+    at a random phase and with every period scaled by 0.9-1.1."""
+    angle = math.radians(rng.uniform(-10, 10))
+    y0, x0 = rng.uniform(0, IMAGE_SIZE / 2, 2)
+    y, x = _GRID[0] - y0, _GRID[1] - x0
+    u = math.cos(angle) * x - math.sin(angle) * y
+    v = math.sin(angle) * x + math.cos(angle) * y
+    return CLASSES[label][1](u, v, rng.uniform(0.9, 1.1), rng).astype(np.float32)
+
+
+def disc_mask(rng):
+    """(128, 128) float32 weights in [0, 1]: an ellipse (centre within the middle 40 px, radii 48-64
+    px) with a soft rim, 40-70% of the image; the part of the image that carries the class."""
+    cy, cx = rng.uniform(44, IMAGE_SIZE - 44, 2)
+    ry, rx = rng.uniform(48, 64, 2)
+    distance = ((_GRID[0] - cy) / ry) ** 2 + ((_GRID[1] - cx) / rx) ** 2
+    return np.clip((1.0 - distance) * 4, 0, 1)
+
+
+def background(rng):
+    """(128, 128, 3) float32: a vertical blend of two random colours, whatever the class."""
+    top, bottom = rng.integers(*BACKGROUND_LEVELS, (2, 3)).astype(np.float32)
+    t = (_GRID[0][..., None] / IMAGE_SIZE)  # (128, 128, 1), 0 at the top
+    return top * (1 - t) + bottom * t
+
+
 def make_noise_bank(rng, size=3 * IMAGE_SIZE):
-    """A (size, size, 3) int16 field of Gaussian noise; scenes take random windows of it, because
+    """A (size, size, 3) float32 field of Gaussian noise; scenes take random windows of it, because
     drawing fresh normal samples for every image costs more than everything else together."""
-    return np.round(rng.normal(0.0, NOISE_STD, (size, size, 3))).astype(np.int16)
+    return rng.normal(0.0, NOISE_STD, (size, size, 3)).astype(np.float32)
+
+
+def draw_scene(label, rng, noise_bank):
+    """(pixels (128, 128, 3) uint8, disc (128, 128) float32 in [0, 1]): one image of class `label` and
+    where its texture is."""
+    pixels = background(rng)
+    disc = disc_mask(rng)
+    pixels += (TEXTURE_AMPLITUDE * texture(label, rng) * disc)[..., None]  # luminance: all channels alike
+    y, x = rng.integers(0, noise_bank.shape[0] - IMAGE_SIZE + 1, 2)
+    pixels += noise_bank[y:y + IMAGE_SIZE, x:x + IMAGE_SIZE]
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8), disc
 
 
 def render_scene(label, rng, noise_bank):
-    """One (128, 128, 3) uint8 scene of class `label`: random background, the class's shapes, noise."""
-    background = _background_color(rng)
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), background)
-    CLASSES[label][1](ImageDraw.Draw(image), rng, lambda: _contrasting_color(rng, background))
-    y, x = rng.integers(0, noise_bank.shape[0] - IMAGE_SIZE + 1, 2)
-    noise = noise_bank[y:y + IMAGE_SIZE, x:x + IMAGE_SIZE]  # (128, 128, 3)
-    pixels = np.asarray(image, dtype=np.int16) + noise
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+    """One (128, 128, 3) uint8 image of class `label`."""
+    return draw_scene(label, rng, noise_bank)[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,10 +309,20 @@ def _is_complete(root, settings):
             and all((root / "images" / rel).is_file() for rel in (train[-2], val[-2])))
 
 
+def _default_settings(seed):
+    return _settings(seed, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS, DEFAULT_TEST_COUNT)
+
+
+def is_ready(root=DEFAULT_DEMO_DIR, seed=0):
+    """Whether `root` holds the complete default-size demo dataset of this version and seed (then
+    ensure_demo_dataset generates nothing)."""
+    return _is_complete(Path(root).expanduser().resolve(), _default_settings(seed))
+
+
 def ensure_demo_dataset(root=DEFAULT_DEMO_DIR, seed=0):
     """Return `root`, generating the default-size demo dataset first if it is absent or incomplete."""
     root = Path(root).expanduser().resolve()
-    wanted = _settings(seed, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS, DEFAULT_TEST_COUNT)
+    wanted = _default_settings(seed)
     if root.parent.is_dir():
         _remove_stale_partials(root)
     if _is_complete(root, wanted):
