@@ -277,9 +277,23 @@ def test_demo_runs_training_evaluation_and_attack(tiny_data, tmp_path, capsys, m
     (run_dir,) = logdir.iterdir()
     assert f"tensorboard --logdir {logdir}" in out
     for name in (checkpoints.CHECKPOINT_NAME, checkpoints.BEST_NAME, "metrics.json", "evaluation.json", "attack.json",
-                 "Image_Atten_0000.png", "Org_Image_0000.png", "Adv_Image_0000.png", "Adv_Perturbation_0000.png"):
+                 "demo.json", "Image_Atten_0000.png", "Org_Image_0000.png", "Adv_Image_0000.png",
+                 "Adv_Perturbation_0000.png"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "args.json").read_text())["epochs"] == 1
+    # The table it ends with, and the same figures in demo.json, taken from -e's and -a's own files.
+    summary = json.loads((run_dir / "demo.json").read_text())
+    evaluated = json.loads((run_dir / "evaluation.json").read_text())
+    (attacked,) = json.loads((run_dir / "attack.json").read_text())["attacks"]
+    assert summary["clean"]["top1"] == evaluated["top1"] and summary["attack"]["top1"] == attacked["top1"]
+    assert summary["attack"]["images"] == demo_data.DEMO_NUM_CLASSES  # every val image of tiny_data
+    # 2 steps of 0.05 reach epsilon 0.1 in normalized units: at most 0.1 * 0.229 * 255 grey levels (red's std)
+    assert 0 < summary["attack"]["max_change_grey_levels"] <= 0.1 * 0.229 * 255 + 1e-3
+    assert set(summary["seconds"]) == {"data", "training", "evaluation", "attack", "total"}
+    assert summary["run_dir"] == str(run_dir)
+    table = out[out.index("Demo summary"):]
+    assert f"{evaluated['top1']:7.2f}" in table and f"{attacked['top1']:7.2f}" in table
+    assert f"view it with:  tensorboard --logdir {logdir}" in table
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+import custom_transforms
 from . import attacks, checkpoints, devices, engine, files, flags, loaders, models, runs, student
 from .runlog import RunLog
 
@@ -87,11 +88,15 @@ def attack(config, ctx, val_images=None):
         default = student.get("default_attack", "-a")(ev.criterion)
         pgd_attacks = {getattr(default, "epsilon", None): default}
     visualize = student.get("default_visfunction", "-a -v") if config.vis else None
+    largest = {eps: _record_largest_change(attacker) for eps, attacker in pgd_attacks.items()}
     try:
         result = engine.attack_eval(ev.model, ev.val_loader, pgd_attacks, ctx.device, print_freq=config.print_freq,
                                     visualize=visualize, log=ev.log)
     finally:
         ev.log.close()
+    for row in result["attacks"]:
+        if largest.get(row["epsilon"]) is not None:
+            row["max_change_grey_levels"] = largest[row["epsilon"]][0]
     clean = result["clean"]
     for row in result["attacks"]:
         ev.log.print(f" * epsilon {row['epsilon']}: clean Acc@1 {clean['top1']:.3f} Acc@5 {clean['top5']:.3f}"
@@ -104,3 +109,28 @@ def attack(config, ctx, val_images=None):
             ev.log.print(f"=> robustness table and plot: {ev.log.run_dir / 'robustness.md'}, "
                          f"{ev.log.run_dir / 'robustness.png'}")
     return ev.log.run_dir
+
+
+def _record_largest_change(attacker):
+    """Make `attacker.perturb` note the largest change it makes to a pixel, in grey levels (0-255), into
+    the one-element list returned (None when the attacker takes no new attribute). The attacker keeps
+    its type, so messages about its perturb still name the student's class. Per process: a torchrun's
+    ranks each note their own share's."""
+    largest = [0.0]
+
+    def recording(model, images, *args, **kwargs):
+        clean = images.detach().clone()  # a perturb that changes its input in place must not hide its change
+        adversarial = perturb(model, images, *args, **kwargs)
+        images_like = isinstance(adversarial, torch.Tensor) and adversarial.shape == clean.shape
+        if images_like and clean.ndim == 4 and clean.shape[1] == 3:  # else the engine says what is wrong
+            std = torch.tensor(custom_transforms.IMAGENET_STD, device=clean.device)  # (3,) of the 0-1 range
+            change = (adversarial.detach().float() - clean.float()).abs().amax(dim=(0, 2, 3))  # (3,) normalized
+            largest[0] = max(largest[0], float((change * std).max()) * 255)
+        return adversarial
+
+    try:
+        perturb = attacker.perturb
+        attacker.perturb = recording
+    except AttributeError:  # no perturb (the engine says so), __slots__, a read-only property
+        return None
+    return largest
