@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .. import paths
+from ..cli import UserError
 from . import context as grading_context
 from . import grader, report, rubric as rubrics, sandbox, similarity, submissions
 
@@ -22,9 +23,14 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rubric = rubrics.load(rubric_path)
-    version = grading_context.grader_version(rubric.text)
+    # The data and the held labels are part of the version: another dataset regrades everyone.
+    version = grading_context.grader_version(f"{rubric.text}|{data}|{test_labels}")
     work = out / WORKDIR
-    found = submissions.discover(submissions_dir, work / "staging", only)
+    found = submissions.discover(submissions_dir, work / "staging")  # all of them: the summary compares all
+    names = {sub.name for sub in found}
+    unknown = [name for name in (only or ()) if name not in names]
+    if unknown:
+        raise UserError(f"{submissions_dir}: no submission called {unknown[0]!r}")
     isolated, why = sandbox.isolation_available()
     isolation = ("each submission in its own mount, PID and network namespaces (no network), as its own "
                  "unprivileged user, with a memory and a pids cgroup" if isolated else
@@ -33,10 +39,13 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
     for sub in found:
         previous = report.read_results(out, sub.name)
         meta = (previous or {}).get("extra_data", {})
+        if only and sub.name not in only:
+            continue
         if regrade or only or previous is None or meta.get("grader_version") != version or \
                 meta.get("submission_hash") != sub.digest:
             todo.append((sub, previous))
-    say(f"{len(found)} submissions, {len(todo)} to grade ({len(found) - len(todo)} unchanged); {isolation}")
+    kept = len(found) - len(todo)
+    say(f"{len(found)} submissions, {len(todo)} to grade ({kept} {'kept' if only else 'unchanged'}); {isolation}")
     if todo:
         options = {} if refnet_steps is None else {"refnet_steps": refnet_steps}
         ctx = grading_context.build(work, rubric, data, cache or work / "cache", say=say, test_labels=test_labels,
