@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from . import conv_cases
 
 MODEL_BYTES_LIMIT = 10_000_000  # the challenge's limit: 10 MB
-NETWORK_RTOL = 1e-3  # CustomConv2d against nn.Conv2d in float32, relative to the logits' scale
+NETWORK_RTOL = 1e-2  # CustomConv2d against nn.Conv2d in float32: relative L2 difference (a wrong conv: ~1)
 TRAINING_BAND = 0.5  # the student's relative loss drop must reach half of the reference's
 SALIENCY_COSINE = 0.99
 EPSILON = 0.1  # the assignment's PGD: 10 steps of 0.01 within 0.1 (L-inf), normalized units
@@ -156,11 +156,12 @@ def network_custom_conv(result, answers):
     for (reference, custom), what in zip(pairs, ("logits", "input gradients")):
         if type(reference) is not torch.Tensor or type(custom) is not torch.Tensor or reference.shape != custom.shape:
             return 0.0, [f"with conv_op=CustomConv2d the {what} are missing or of another shape"]
-        scale = reference.abs().max().item() or 1.0
-        diff = (custom.double() - reference.double()).abs().max().item()
-        if not diff <= NETWORK_RTOL * scale:
-            return 0.0, [f"with conv_op=CustomConv2d the {what} differ from nn.Conv2d's by up to {diff:.1e} "
-                         f"(scale {scale:.1e}), same weights"]
+        # The relative difference of the whole tensors: float32 rounding flips a few ReLUs whose input is
+        # ~0, which moves single input-gradient pixels by much more than the rounding itself.
+        difference = (custom.double() - reference.double()).norm().item() / (reference.double().norm().item() or 1.0)
+        if not difference <= NETWORK_RTOL:
+            return 0.0, [f"with conv_op=CustomConv2d the {what} differ from nn.Conv2d's by {difference:.1e} "
+                         f"(relative, L2), same weights"]
     return 1.0, ["with conv_op=CustomConv2d: the same logits and input gradients as with nn.Conv2d"]
 
 
