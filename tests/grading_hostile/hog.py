@@ -1,12 +1,7 @@
-# A hostile submission: grabs memory until something stops it.
+# A hostile submission: grabs memory until something stops it, as soon as it is imported (before any
+# check's timer starts: page faults are slow on a loaded VM, and the cap, not the timer, must end it).
 import torch
-from torch.autograd import Function
 
 hoard = []
-
-
-class CustomConv2DFunction(Function):
-    @staticmethod
-    def forward(ctx, input, weight, bias, stride=1, padding=0):
-        while True:
-            hoard.append(torch.ones(2**29))  # 2 GiB at a time, touched
+while True:
+    hoard.append(torch.ones(2**29))  # 2 GiB at a time, touched
