@@ -32,12 +32,12 @@ def main(argv=None):
     parser.add_argument("--rubric", default=None, help="a TOML rubric laid over the default one")
     parser.add_argument("--test-labels", default=None, help="the staff's labels of the test images (the challenge's "
                                                              "errors; default: the val labels)")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.gradescope is None and (args.submissions is None or args.out is None):
-        parser.error("give SUBMISSIONS and --out (or --gradescope ROOT)")
     try:
+        args = parser.parse_args(argv)
+        if args.jobs < 1:
+            parser.error("--jobs must be at least 1")
+        if args.gradescope is None and (args.submissions is None or args.out is None):
+            parser.error("give SUBMISSIONS and --out (or --gradescope ROOT)")
         if args.gradescope is not None:
             gradescope.run(args.gradescope, rubric_path=args.rubric, data=args.data,
                            say=lambda line: print(line, flush=True))

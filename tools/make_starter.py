@@ -17,8 +17,8 @@ def main(argv=None):
     parser.add_argument("--solution", default=str(paths.CODE_DIR / "student_code.py"),
                         help="our solution, with its regions marked")
     parser.add_argument("--out", required=True, help="where to write the starter (a file)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         try:
             text = Path(args.solution).read_text(encoding="utf-8")
         except OSError as exc:
