@@ -95,3 +95,8 @@ def test_similar_pairs_beyond_the_starter_and_identical_hand_ins(tmp_path):
         (folders[name] / "results" / "predictions_test.txt").write_text("test/00000001.jpg 1 2 3 4 5\n")
     pairs = similarity.similar_pairs(folders, starter)
     assert [(a, b, why) for a, b, _, why in pairs] == [("c", "d", "identical predictions_test.txt"), ("a", "b", "code")]
+
+
+def test_grade_py_without_its_arguments_is_one_line():
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "grade.py")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip() == "error: give SUBMISSIONS and --out (or --gradescope ROOT)"

@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 
-import torch
 
 
 class Payload:

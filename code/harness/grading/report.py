@@ -72,7 +72,7 @@ def machine_lines(isolation, seed=0):
 
 def write_summary(out, rubric, everyone, pairs, isolation, version, changes=()):
     """summary.md and scores.png."""
-    lines = [f"# Grading summary\n", f"{len(everyone)} submissions, grader version {version}, "
+    lines = ["# Grading summary\n", f"{len(everyone)} submissions, grader version {version}, "
              f"maximum {rubric.max_score:g} points.\n"]
     scores = [r.get("score", 0) for r in everyone.values()]
     if scores:
