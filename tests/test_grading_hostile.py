@@ -17,6 +17,7 @@ import pytest
 from harness.grading import batch, sandbox
 
 HERE = Path(__file__).resolve().parent
+REPO_CODE = HERE.parent / "code"
 ISOLATED, WHY = sandbox.isolation_available()
 RUBRIC = """
 [grader]
@@ -55,6 +56,10 @@ def graded(tmp_path_factory):
     subs.mkdir()
     for path in (HERE / "grading_hostile").glob("*.py"):
         (subs / path.name).write_bytes(path.read_bytes())
+    others = [str(root / "grades" / ".grader" / "staging" / "honest" / "student_code.py"), str(subs / "honest.py"),
+              str(root / "rubric.toml"), str(root / "grades"), str(REPO_CODE / "harness" / "grading" / "rubric.toml")]
+    snoop = subs / "snoop.py"
+    snoop.write_text(snoop.read_text().replace("OTHERS = []", f"OTHERS = {others!r}"))
     (subs / "honest.py").write_bytes((HERE / "student_2019" / "student_code.py").read_bytes())
     Path("/tmp/SECRET_LABELS.txt").write_text("the staff's labels")
     rubric = root / "rubric.toml"
@@ -82,7 +87,8 @@ def test_it_reads_and_writes_nothing_outside_its_copy_and_has_no_network(graded)
     line = outputs(graded[1]["snoop"])["Part I: test_conv forward"][1]
     assert "SNOOP" in line
     found = json.loads(line[line.index("SNOOP ") + 6:].splitlines()[0])
-    assert len(found) == 14
+    assert len(found) == 19  # another student's copy and file, the rubrics and the grades among them
+    assert all(str(found[path]).startswith("refused") for path in list(found)[:5]), found
     jail_root = {"bin", "dev", "etc", "inputs", "lib", "lib32", "lib64", "proc", "root", "runtime", "sbin", "tmp",
                  "usr", "work"}
     for path, what in found.items():

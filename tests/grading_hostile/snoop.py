@@ -5,9 +5,9 @@ import json
 import os
 import socket
 
-SECRETS = os.environ.get("SNOOP_PATHS", "")  # the environment is the grader's own: empty in the child
+OTHERS = []  # the test writes here the host paths of another student's copy, the rubric and the grades
 found = {}
-for path in ["/work/main/code/student_code.py", "/work/main/tests", "/root", "/etc/shadow", "/tmp/SECRET_LABELS.txt",
+for path in [*OTHERS, "/work/main/code/student_code.py", "/work/main/tests", "/root", "/etc/shadow", "/tmp/SECRET_LABELS.txt",
              "/proc/1/environ", "/work/out/../..", "/inputs/../..", "/runtime/../tmp"]:
     try:
         found[path] = sorted(os.listdir(path))[:5] if os.path.isdir(path) else open(path).read()[:40]
