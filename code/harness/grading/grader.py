@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .. import paths
+from ..cli import UserError
 from . import checks, runner
 from . import handin as handin_files
 
@@ -38,8 +39,8 @@ def measure_reference(context, rubric, slot=0, source=None):
     results = runner.run_probes(folder, wanted, context, slot, time.monotonic() + 600)
     for name, result in results.items():
         if result.failure or result.data.get("error"):
-            raise RuntimeError(f"the reference solution failed its own {name} probe: "
-                               f"{result.failure or result.data.get('error')}\n{result.output[-2000:]}")
+            raise UserError(f"the reference solution ({source or REFERENCE_FILE}) failed its own {name} probe: "
+                            f"{result.failure or result.data.get('error')}")
     if "training" in results:
         context.answers["reference_losses"] = results["training"].data["losses"]
     if "pgd" in results:
