@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_folders_zips_and_bare_files_are_staged(tmp_path):
+    tmp_path = tmp_path / ".grader"  # the grader stages under GRADES/.grader: a dot folder above is fine
     subs = tmp_path / "subs"
     (subs / "alice" / "code").mkdir(parents=True)
     (subs / "alice" / "code" / "student_code.py").write_text("x = 1\n")

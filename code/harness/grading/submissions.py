@@ -72,7 +72,8 @@ def _stage(entry, target):
             return problem
         entry = unpacked
     found = sorted(entry.rglob(FILE_NAME), key=lambda p: len(p.parts))
-    found = [p for p in found if not any(part.startswith(".") or part == "__MACOSX" for part in p.parts)]
+    found = [p for p in found if not any(part.startswith(".") or part == "__MACOSX"
+                                         for part in p.relative_to(entry).parts)]
     if not found:
         return f"no {FILE_NAME} in the submission"
     code = found[0].parent
