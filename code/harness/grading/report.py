@@ -51,7 +51,7 @@ def _message(output):
     lines = [line for line in output.strip().splitlines() if line.strip()] or [""]
     line = next((line for line in lines if not re.match(r"^\d+ of \d+ ", line)), lines[0])
     line = line.removeprefix("smallest failing case: ")
-    line = re.sub(r"/[^\s:]*student_code\.py", "student_code.py", line)
+    line = re.sub(r"\S*/student_code\.py", "student_code.py", line)
     return re.sub(r"\d+\.\d+(e[-+]?\d+)?|\d+e[-+]?\d+|\d+%", "#", line)[:160]
 
 
@@ -85,7 +85,8 @@ def write_summary(out, rubric, everyone, pairs, isolation, version, changes=()):
         passed = sum(t["status"] == "passed" for t in tests)
         lines.append(f"| {item.name} | {item.points:g} | {passed}/{len(tests)} | "
                      f"{passed / len(tests):.0%} |" if tests else f"| {item.name} | {item.points:g} | 0/0 | - |")
-        failures.update(f"{item.name}: {_message(t['output'])}" for t in tests if t["status"] == "failed")
+        failures.update(f"{item.name}: {_message(t['output'])}" for t in tests if t["status"] == "failed"
+                        and not t["output"].startswith("not attempted: no results/"))  # the pass rate says it
     lines += ["", "## Most common failure messages\n"]
     lines += [f"- {count} submission{'s' if count > 1 else ''}: {message}" for message, count in failures.most_common(15)]
     lines += ["", "## Suspiciously similar submissions\n"]
