@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 from torch.utils import data
 
-from harness import files, paths
+from harness import files, paths, signals
 from harness.cli import NO_SPACE, DataError, UserError, disk_full, one_line
 from harness.images import load_rgb_image, read_image_size
 from harness.labels import class_names_from_folders, parse_categories, parse_label_file
@@ -269,6 +269,7 @@ class MiniPlacesLoader(data.Dataset):
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                               shape=(len(self.samples), height, width, 3))
             for row, (rel, _) in enumerate(self.samples):
+                signals.check()  # minutes of decoding: a signal stops it here
                 if sizes[row] != (width, height):
                     continue
                 try:

@@ -108,6 +108,7 @@ def main(argv=None):
     distributed = False
     rank = int(os.environ.get("RANK", "0"))  # known before the process group is: errors print once
     config = None
+    cli.safe_streams()
     with signals.handled():
         try:
             config, given = flags.parse(get_args_parser(), argv)
@@ -118,8 +119,9 @@ def main(argv=None):
             device = devices.resolve_device(config.gpu, local_rank, distributed)
             if device.type == "cuda":
                 torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-            run_mode(config, given, devices.Context(device, rank, world_size))
-            signals.check()  # a signal whose exception was dropped still ends the run as one
+            with signals.deferred():  # a signal stops the run at its next batch (harness/signals.py)
+                run_mode(config, given, devices.Context(device, rank, world_size))
+            signals.check()
             return 0
         except student.RAISES + (KeyboardInterrupt,) as exc:
             # Flag errors (found before the process group) and EveryRankError are alike on every process;

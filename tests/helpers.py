@@ -76,32 +76,43 @@ def run_torchrun(argv, nproc=2, timeout=300):
 
 def start_main(argv):
     """main.py running in a session of its own (so that what it leaves behind is its process group),
-    stdout and stderr through one pipe, unbuffered."""
+    stdout and stderr through one pipe, unbuffered; a hang can be dumped (faulthandler, on SIGABRT)."""
     return subprocess.Popen([sys.executable, "-u", str(MAIN_PY), *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
 
 
 def wait_for(proc, pattern, timeout=120):
-    """The output up to the first line matching `pattern` (the process is killed if none comes)."""
-    lines, deadline = [], time.monotonic() + timeout
+    """The output up to the first line matching `pattern` (the process is killed if none comes); what
+    came after it is kept for finish()."""
+    seen, deadline = getattr(proc, "unread", b""), time.monotonic() + timeout
     selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    while time.monotonic() < deadline:
-        if selector.select(timeout=1):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if re.search(pattern, line):
-                return "".join(lines)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"no line matching {pattern!r} within {timeout} s:\n{''.join(lines)}")
+    selector.register(proc.stdout, selectors.EVENT_READ)  # raw reads: no line waits in a Python buffer
+    while True:
+        lines = seen.decode(errors="replace").splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if line.endswith("\n") and re.search(pattern, line):
+                proc.unread = "".join(lines[i + 1:]).encode()
+                return "".join(lines[:i + 1])
+        remaining = deadline - time.monotonic()
+        chunk = os.read(proc.stdout.fileno(), 65536) if remaining > 0 and selector.select(remaining) else b""
+        if not chunk:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no line matching {pattern!r} within {timeout} s:\n{seen.decode(errors='replace')}")
+        seen += chunk
 
 
 def finish(proc, timeout=60):
-    """(exit code, the rest of the output), after checking that the process group is empty."""
-    rest, _ = proc.communicate(timeout=timeout)
+    """(exit code, the rest of the output as text), after checking that the process group is empty; a
+    process still running after `timeout` seconds fails the test with its threads' stacks."""
+    try:
+        rest, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)  # faulthandler prints every thread's stack
+        rest, _ = proc.communicate(timeout=30)
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running {timeout} s later:\n{rest.decode(errors='replace')[-8000:]}")
+    rest = (getattr(proc, "unread", b"") + rest).decode(errors="replace")
     for _ in range(20):  # DataLoader workers end with the main process, not 5 s later
         try:
             os.killpg(proc.pid, 0)

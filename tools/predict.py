@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))  # the harness package and student_code.py
 
-from harness import checkpoints, cli, devices, files, loaders, models, paths, scoring, student  # noqa: E402
+from harness import checkpoints, cli, devices, files, loaders, models, paths, scoring, signals, student  # noqa: E402
 import custom_dataloader  # noqa: E402
 import custom_transforms  # noqa: E402
 from harness.cli import UserError  # noqa: E402
@@ -133,6 +133,7 @@ def predict_top5(model, loader, device, flip_average=True, channels_last=False, 
     forward pass in autocast to `amp_dtype` when given."""
     guesses = []
     for images, _ in loader:
+        signals.check()  # a signal stops here, between batches (harness/signals.py)
         images, _ = loaders.to_device(images, None, device, channels_last)  # (B, 3, H, W)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images).float()  # (B, C)
@@ -256,10 +257,11 @@ def main(argv=None):
             raise UserError(f"-b/--batch-size must be at least 1, got {args.batch_size}")
         if args.workers < 0:
             raise UserError(f"-j/--workers must not be negative, got {args.workers}")
-        make_submission(args.data_folder, args.resume, args.out,
-                        devices.resolve_device(args.gpu, local_rank=0, distributed=False),
-                        batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip,
-                        channels_last=args.channels_last, amp=args.amp)
+        with signals.deferred():
+            make_submission(args.data_folder, args.resume, args.out,
+                            devices.resolve_device(args.gpu, local_rank=0, distributed=False),
+                            batch_size=args.batch_size, workers=args.workers, flip_average=not args.no_flip,
+                            channels_last=args.channels_last, amp=args.amp)
 
     return cli.run(body, argv, translate)
 

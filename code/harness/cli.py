@@ -6,8 +6,10 @@
 import argparse
 import errno
 import re
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 from . import signals
 
@@ -106,9 +108,6 @@ def out_of_memory(exc, doing, advice):
 
 def disk_full(path, needed=None):
     """The DiskFull for a write of `needed` bytes (None when unknown) to `path` that did not fit."""
-    import shutil
-    from pathlib import Path
-
     folder = Path(path).parent
     try:
         free = f"{_size(shutil.disk_usage(folder).free)} free"

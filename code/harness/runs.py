@@ -108,12 +108,18 @@ def hold(run_dir):
     key = Path(run_dir).resolve()
     if key in _HELD:
         return True
-    lock = open(key / LOCK_NAME, "a+", encoding="utf-8", errors="backslashreplace")
+    try:
+        lock = open(key / LOCK_NAME, "a+", encoding="utf-8", errors="backslashreplace")
+    except OSError:
+        return True  # a folder that takes no lock file: the run goes on unguarded, as before locks
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         return False
+    except OSError:  # a file system without flock (some network mounts): unguarded, as before locks
+        lock.close()
+        return True
     lock.seek(0)
     lock.truncate()
     lock.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")

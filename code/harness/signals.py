@@ -8,10 +8,13 @@ number, as a shell reports a process killed by it (130, 143, 129).
         ...                      # any work; DeviceLoader calls signals.check() at every batch
     except signals.Interrupted as stop: return stop.exit_code
 
-A signal can arrive where Python cannot raise: inside the at-fork hooks that run while DataLoader
-workers start, the exception is printed as "Exception ignored in: <function _releaseLock>" and dropped,
-and the run went on. The handler therefore also remembers the signal, and `check()` raises it again at
-the next batch; the dropped copy is not printed (sys.unraisablehook).
+Where the loops run (`deferred()`: training's epochs, validation, the attack, predict.py), a signal
+only marks itself and `check()` raises it at the next batch: an exception raised from a handler in
+the middle of a queue operation or a TensorBoard write can leave a lock held or a counter wrong, and
+the shutdown then hangs. A second signal there raises at once. Elsewhere the handler raises at once;
+where Python cannot raise (inside the at-fork hooks that run while DataLoader workers start, the
+exception is printed as "Exception ignored in: <function _releaseLock>" and dropped) the signal is
+remembered and `check()` raises it again; the dropped copy is not printed (sys.unraisablehook).
 """
 import contextlib
 import os
@@ -22,6 +25,8 @@ import threading
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
 _received = None  # the first signal received while handled() is active, or None
+_raised = False  # whether an Interrupted for it has been raised
+_deferring = 0  # depth of deferred() blocks: there, the first signal waits for check()
 _owner_pid = None  # the process that installed the handlers (forked DataLoader workers inherit them)
 
 
@@ -49,10 +54,19 @@ def _handler(signum, frame):
         # A DataLoader worker: the main process shuts it down as it unwinds (Ctrl-C reaches the whole
         # process group; a worker that died first would turn it into "worker killed by signal").
         return
-    if _received is not None:
-        return  # a second signal while the first one's exception unwinds: it stops within seconds anyway
-    _received = signum
-    raise Interrupted(signum)
+    if _received is None:
+        _received = signum
+        if not _deferring:
+            _raise()
+    elif _deferring and not _raised:
+        _raise()  # asked twice before the next batch: stop now
+    # else: a second signal while the first one's exception unwinds; it ends within seconds anyway
+
+
+def _raise():
+    global _raised
+    _raised = True
+    raise Interrupted(_received)
 
 
 def _unraisable(hook):
@@ -66,11 +80,11 @@ def _unraisable(hook):
 def handled():
     """Turn SIGINT, SIGTERM and SIGHUP into Interrupted inside the block (main thread only); the
     previous handlers come back after it."""
-    global _received, _owner_pid
+    global _received, _raised, _owner_pid
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    _received, _owner_pid = None, os.getpid()
+    _received, _raised, _owner_pid = None, False, os.getpid()
     previous = {signum: signal.signal(signum, _handler) for signum in SIGNALS}
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _unraisable(previous_hook)
@@ -80,13 +94,26 @@ def handled():
         for signum, old in previous.items():
             signal.signal(signum, old)
         sys.unraisablehook = previous_hook
-        _received, _owner_pid = None, None
+        _received, _raised, _owner_pid = None, False, None
+
+
+@contextlib.contextmanager
+def deferred():
+    """Inside, the first signal waits for check() (a loop calls it at every batch) instead of raising
+    wherever the main thread happens to be."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
 
 
 def check():
-    """Raise Interrupted when a signal was received but its exception got lost on the way."""
+    """Raise Interrupted when a signal was received: one deferred to this point, or one whose exception
+    got lost on the way."""
     if _received is not None and os.getpid() == _owner_pid:
-        raise Interrupted(_received)
+        _raise()
 
 
 def message(stop):

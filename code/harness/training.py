@@ -78,6 +78,7 @@ def train(config, given, ctx):
             record = train_epoch(run, epoch)
             save_epoch(run, epoch, record)  # on disk before validation: a crash there loses no training
             finish_epoch(run, epoch, record)
+        signals.check()  # a signal after the last batch: said here, with what was kept
     except Divergence as stop:
         raise TrainingDiverged(divergence_message(stop, run)) from None
     except KeyboardInterrupt as stop:
