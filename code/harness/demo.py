@@ -72,14 +72,14 @@ def format_table(summary):
     change = attack["max_change_grey_levels"]
     change_text = "not measured" if change is None else f"{change:.1f} of 255 grey levels"
     data = "generated" if summary["data"]["generated"] else "already there"
+    rows = ((f"clean, -e ({clean['images']} val images, flip-averaged)", clean["top1"], clean["top5"]),
+            (f"clean, the {attack['images']} images attacked", attack["clean_top1"], attack["clean_top5"]),
+            (f"under the default attack (epsilon {attack['epsilon']:g})", attack["top1"], attack["top5"]))
     lines = [
         "",
         f"Demo summary (seed {summary['seed']}, demo data version {summary['data']['version']})",
         f"  {'':44} {'top-1':>7} {'top-5':>7}",
-        f"  {'clean, -e (%d val images, flip-averaged)' % clean['images']:44} {clean['top1']:7.2f} {clean['top5']:7.2f}",
-        f"  {'clean, the %d images attacked' % attack['images']:44} {attack['clean_top1']:7.2f} "
-        f"{attack['clean_top5']:7.2f}",
-        f"  {'under the default attack (epsilon %g)' % attack['epsilon']:44} {attack['top1']:7.2f} {attack['top5']:7.2f}",
+        *(f"  {name:44} {top1:7.2f} {top5:7.2f}" for name, top1, top5 in rows),
         f"  largest change the attack made to a pixel: {change_text}",
         f"  wall time: data ({data}) {seconds['data']:.1f} s, training {seconds['training']:.1f} s, "
         f"-e -v {seconds['evaluation']:.1f} s, -a -v {seconds['attack']:.1f} s; "
