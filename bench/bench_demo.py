@@ -3,6 +3,7 @@
     python bench/bench_demo.py                      # seed 0, the demo data generated afresh, once
     python bench/bench_demo.py --seeds 0 1 2 3      # one run per seed (the data generated before the first)
     python bench/bench_demo.py --keep-data DIR      # use (or write once) DIR instead of a fresh folder
+    python bench/bench_demo.py --seeds 0 1 2 3 --precision amp no-amp   # bf16 against fp32, seed by seed
 
 Each run is the whole command in a fresh process (`python code/main.py --demo DATA --logdir TMP
 --seed S`), so Python's and PyTorch's start-up count as a newcomer sees them. The demo's own
@@ -52,7 +53,7 @@ def run_demo(data, logdir, seed, extra):
 def row(summary, wall, load):
     seconds = summary["seconds"]
     return {
-        "seed": summary["seed"], "load_before": load, "wall_s": round(wall, 1),
+        "seed": summary["seed"], "precision": summary.get("precision", "fp32"), "load_before": load, "wall_s": round(wall, 1),
         "start_end_s": round(wall - seconds["total"], 1), "data_s": seconds["data"],
         "data_generated": summary["data"]["generated"], "training_s": seconds["training"],
         "evaluation_s": seconds["evaluation"], "attack_s": seconds["attack"],
@@ -64,13 +65,13 @@ def row(summary, wall, load):
 
 def print_rows(rows, cpu):
     print(f"CPU: {cpu}, {os.cpu_count()} cores")
-    header = ("seed", "load", "wall s", "start+end", "data", "training", "-e -v", "-a -v", "clean top-1",
+    header = ("seed", "precision", "load", "wall s", "start+end", "data", "training", "-e -v", "-a -v", "clean top-1",
               "attacked top-1")
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for r in rows:
         data = f"{r['data_s']:.1f}" + (" (generated)" if r["data_generated"] else "")
-        cells = (r["seed"], f"{r['load_before']:.2f}", f"{r['wall_s']:.1f}", f"{r['start_end_s']:.1f}", data,
+        cells = (r["seed"], r["precision"], f"{r['load_before']:.2f}", f"{r['wall_s']:.1f}", f"{r['start_end_s']:.1f}", data,
                  f"{r['training_s']:.1f}", f"{r['evaluation_s']:.1f}", f"{r['attack_s']:.1f}",
                  f"{r['clean_top1']:.1f}%", f"{r['attacked_top1']:.1f}% of {r['attacked_images']}")
         print("| " + " | ".join(str(c) for c in cells) + " |")
@@ -83,6 +84,8 @@ def main(argv=None):
                         help="demo data folder to use or write once (default: a fresh temporary one)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
     parser.add_argument("--gpu", default="-1", help="main.py's --gpu (default: %(default)s, the CPU)")
+    parser.add_argument("--precision", nargs="+", choices=("default", "amp", "no-amp"), default=["default"],
+                        help="one run per seed and choice: the demo's default for this CPU, --amp or --no-amp")
     args = parser.parse_args(argv)
     cpu = cpu_model()
     rows = []
@@ -90,10 +93,12 @@ def main(argv=None):
         data = Path(args.keep_data) if args.keep_data else Path(tmp) / "miniplaces_demo"
         logdir = Path(tmp) / "logs"
         for seed in args.seeds:
-            load = os.getloadavg()[0]
-            summary, wall = run_demo(data, logdir, seed, ["--gpu", args.gpu])
-            rows.append(row(summary, wall, load))
-            print(f"seed {seed}: {wall:.1f} s", file=sys.stderr, flush=True)
+            for precision in args.precision:  # side by side: the same seed's runs follow each other
+                load = os.getloadavg()[0]
+                flag = [] if precision == "default" else [f"--{precision}"]
+                summary, wall = run_demo(data, logdir, seed, ["--gpu", args.gpu, *flag])
+                rows.append(row(summary, wall, load))
+                print(f"seed {seed}, {precision}: {wall:.1f} s", file=sys.stderr, flush=True)
     print_rows(rows, cpu)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")

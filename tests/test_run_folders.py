@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from harness import checkpoints, runs
-from helpers import REPO_ROOT, finish, run_main, start_main, train_argv, wait_for
+from helpers import finish, run_main, start_main, train_argv, wait_for
 
 
 @pytest.fixture
@@ -51,10 +51,11 @@ def test_a_second_run_in_the_same_folder_is_refused_and_a_crashed_one_leaves_it_
 
 
 def test_one_process_may_hold_a_folder_again_and_let_it_go(tmp_path):
-    def held_by_another_process():
-        other = subprocess.run([sys.executable, "-c", "import sys; from harness import runs; "
-                                f"sys.exit(0 if runs.hold({str(tmp_path)!r}) else 1)"],
-                               capture_output=True, text=True, cwd=REPO_ROOT / "code")
+    def held_by_another_process():  # asked with flock itself, as another run's kernel call would
+        other = subprocess.run([sys.executable, "-c", "import fcntl, sys\n"
+                                f"lock = open({str(tmp_path / runs.LOCK_NAME)!r}, 'a')\n"
+                                "try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+                                "except BlockingIOError: sys.exit(1)"], capture_output=True, text=True)
         assert other.returncode in (0, 1), other.stderr
         return other.returncode == 1
 
@@ -71,14 +72,13 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--run-name", "--logdir"])
-def test_a_name_that_is_not_utf8_is_one_line_and_leaves_no_folder(flag, tiny_data, tmp_path):
-    bad = os.fsdecode(b"journ\xe9")  # Latin-1 bytes, as a shell on a Latin-1 terminal passes them
+def test_a_name_that_is_not_utf8_is_one_line_and_leaves_no_folder(flag, tiny_data, tmp_path, capsys):
+    bad = os.fsdecode(b"journ\xe9")  # Latin-1 bytes, as Python decodes them from a Latin-1 terminal's argv
     argv = train_argv(tiny_data, tmp_path / "logs", "run")
     argv[argv.index(flag) + 1] = str(tmp_path / bad) if flag == "--logdir" else bad
-    proc = start_main(argv)
-    code, out = finish(proc)
-    assert code == 2 and out.strip().splitlines()[-1].startswith(f"error: {flag}: ")
-    assert "is not valid UTF-8" in out and "Traceback" not in out
+    code, out, err = run_main(argv, capsys)
+    assert code == 2 and err.strip().startswith(f"error: {flag}: b'") and len(err.strip().splitlines()) == 1
+    assert "is not valid UTF-8" in err
     assert not (tmp_path / bad).exists() and not (tmp_path / "logs" / bad).exists()
 
 

@@ -37,12 +37,17 @@ def test_a_signal_mid_epoch_keeps_the_last_epoch_and_says_how_to_continue(signum
     assert saved["epoch"] >= 1 and f"keeps epochs 0-{saved['epoch'] - 1} of 50" in line
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    import main
+
+    logdir = tmp_path_factory.mktemp("signals")
+    assert main.main(train_argv(tiny_data, logdir, "run")) == 0
+    return logdir / "run" / checkpoints.CHECKPOINT_NAME
+
+
 @pytest.mark.parametrize("mode", ["-e", "-a"])
-def test_sigterm_during_evaluation_and_attack(mode, tiny_data, tmp_path):
-    logdir = tmp_path / "logs"
-    proc = start_main(train_argv(tiny_data, logdir, "run", epochs=1))
-    assert finish(proc)[0] == 0
-    checkpoint = logdir / "run" / checkpoints.CHECKPOINT_NAME
+def test_sigterm_during_evaluation_and_attack(mode, checkpoint, tiny_data, tmp_path):
     proc = start_main([tiny_data, "--resume", checkpoint, mode, "-p", 1, "--gpu", -1, "-j", 1])
     wait_for(proc, r"^=> ")  # the model is loaded: the loop starts
     proc.send_signal(signal.SIGTERM)
@@ -91,11 +96,8 @@ def test_handlers_are_restored_after_the_block():
     assert {signum: signal.getsignal(signum) for signum in signals.SIGNALS} == before
 
 
-def test_sigterm_while_predicting_writes_nothing(tiny_data, tmp_path, capsys, monkeypatch):
-    import main
+def test_sigterm_while_predicting_writes_nothing(checkpoint, tiny_data, tmp_path, capsys, monkeypatch):
     import predict
-
-    assert main.main(train_argv(tiny_data, tmp_path / "logs", "run")) == 0
 
     real_to_device = loaders.to_device
 
@@ -105,7 +107,7 @@ def test_sigterm_while_predicting_writes_nothing(tiny_data, tmp_path, capsys, mo
 
     monkeypatch.setattr(loaders, "to_device", terminated)
     capsys.readouterr()
-    code = predict.main([str(tiny_data), "--resume", str(tmp_path / "logs" / "run" / checkpoints.CHECKPOINT_NAME),
+    code = predict.main([str(tiny_data), "--resume", str(checkpoint),
                          "--out", str(tmp_path / "out"), "--gpu", "-1", "-j", "0"])
     assert code == 143 and capsys.readouterr().err.strip() == "interrupted by SIGTERM: nothing was written"
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

@@ -259,7 +259,7 @@ def cpu_precision_note(amp, device, flag="--amp",
     found = f"this CPU computes bf16 natively ({', '.join(features)}): a probe ran bf16 autocast {speedup:.1f}x " \
             "as fast as fp32"
     if amp:
-        return f"note: {found}; this run uses it ({flag})"
+        return f"note: {found}; this run uses it"
     if speedup < BF16_PROBE_MIN_SPEEDUP:
         return None
     return f"note: {found}; {flag} would use it ({why_fp32})"
