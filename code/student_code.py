@@ -81,11 +81,10 @@ class CustomConv2DFunction(Function):
         for chunk in geo.batch_chunks(n):
             dy_chunk = dy[chunk]  # (Nc, G, O/G, L)
             if need_weight:
-                # One product per group for the whole chunk: (G, O/G, Nc*L) @ (G, Nc*L, K).
+                # dW = sum_n dy_n @ cols_n^T: (Nc, G, O/G, L) @ (Nc, G, L, K), summed over the chunk. The
+                # transposed columns are a view: no copy of the k^2-inflated columns is made.
                 cols = geo.columns(x[chunk])  # (Nc, G, K, L)
-                dy_rows = dy_chunk.permute(1, 2, 0, 3).reshape(g, out_channels // g, -1)  # (G, O/G, Nc*L)
-                cols_rows = cols.permute(1, 2, 0, 3).reshape(g, w.shape[2], -1)  # (G, K, Nc*L)
-                grad_weight.baddbmm_(dy_rows, cols_rows.transpose(1, 2))
+                grad_weight += torch.matmul(dy_chunk, cols.transpose(-1, -2)).sum(0)  # (G, O/G, K)
             if need_input:
                 grad_input[chunk] = geo.fold(torch.matmul(w.transpose(1, 2), dy_chunk))  # (Nc, G, K, L)
         grad_weight = grad_weight.view_as(weight) if need_weight else None
