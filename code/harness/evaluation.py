@@ -89,9 +89,13 @@ def attack(config, ctx, val_images=None):
         pgd_attacks = {getattr(default, "epsilon", None): default}
     visualize = student.get("default_visfunction", "-a -v") if config.vis else None
     largest = {eps: _record_largest_change(attacker) for eps, attacker in pgd_attacks.items()}
+    # --amp on the CPU: the attack's forward and backward passes in bf16 too (its steps follow the
+    # gradient's sign). fp16's input gradients would underflow without loss scaling: CUDA stays fp32.
+    amp_dtype, _ = devices.amp_settings(config.amp, ctx.device)
     try:
-        result = engine.attack_eval(ev.model, ev.val_loader, pgd_attacks, ctx.device, print_freq=config.print_freq,
-                                    visualize=visualize, log=ev.log)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp_dtype is torch.bfloat16):
+            result = engine.attack_eval(ev.model, ev.val_loader, pgd_attacks, ctx.device,
+                                        print_freq=config.print_freq, visualize=visualize, log=ev.log)
     finally:
         ev.log.close()
     for row in result["attacks"]:
