@@ -18,10 +18,14 @@ import argparse
 import os
 import sys
 
-import torch
-import torch.distributed as dist
+from harness import signals
 
-from harness import (attacks, cli, demo, devices, evaluation, flags, loaders, models, paths, runs, signals, student,
+if __name__ == "__main__":
+    signals.during_startup()  # before torch's imports: a signal while they run is one line too
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from harness import (attacks, cli, demo, devices, evaluation, flags, loaders, models, paths, runs, student,  # noqa: E402
                      training)
 from harness.cli import EveryRankError, UserError
 

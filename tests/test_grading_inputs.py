@@ -101,3 +101,10 @@ def test_similar_pairs_beyond_the_starter_and_identical_hand_ins(tmp_path):
 def test_grade_py_without_its_arguments_is_one_line():
     done = subprocess.run([sys.executable, str(REPO / "tools" / "grade.py")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == "error: give SUBMISSIONS and --out (or --gradescope ROOT)"
+
+
+def test_make_starter_refuses_a_file_without_solution_regions(tmp_path):
+    from harness.grading import starter
+
+    with pytest.raises(ValueError, match="no '# BEGIN SOLUTION' region"):
+        starter.make("def f():\n    return 1\n")

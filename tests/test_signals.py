@@ -128,3 +128,39 @@ def test_in_a_loop_a_signal_waits_for_the_next_batch_and_a_second_one_does_not()
         with pytest.raises(signals.Interrupted):
             os.kill(os.getpid(), signal.SIGINT)  # asked twice: at once
             time.sleep(5)
+
+
+def test_a_signal_while_main_py_imports_torch_is_one_line():
+    import subprocess
+
+    from helpers import MAIN_PY
+
+    proc = subprocess.Popen([sys.executable, str(MAIN_PY), "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.3)  # importing torch takes seconds
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("main.py --help finished before the signal")
+    assert proc.returncode == 143 and err == "interrupted by SIGTERM while starting: nothing was written\n"
+
+
+def test_a_signal_during_the_last_validation_can_be_continued(tiny_data, tmp_path, capsys, monkeypatch):
+    # The checkpoint of the last epoch is written before its validation: the printed command finishes it.
+    import main
+    from harness import engine
+
+    real_validate = engine.validate
+
+    def interrupted_validation(*args, **kwargs):
+        raise signals.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "validate", interrupted_validation)
+    assert main.main(train_argv(tiny_data, tmp_path, "run")) == 143
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "run" / checkpoints.CHECKPOINT_NAME
+    assert f"{checkpoint} keeps epochs 0-0 of 1; continue with:" in err
+    monkeypatch.setattr(engine, "validate", real_validate)
+    assert main.main([str(tiny_data), "--resume", str(checkpoint), "-j", "0", "--gpu", "-1"]) == 0
+    assert (tmp_path / "run" / checkpoints.BEST_NAME).is_file()
+    assert [m["epoch"] for m in __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())] == [0]

@@ -32,7 +32,8 @@ def main(argv=None):
     parser.add_argument("--rubric", default=None, help="a TOML rubric laid over the default one")
     parser.add_argument("--test-labels", default=None, help="the staff's labels of the test images (the challenge's "
                                                              "errors; default: the val labels)")
-    try:
+
+    def grade(argv):
         args = parser.parse_args(argv)
         if args.jobs < 1:
             parser.error("--jobs must be at least 1")
@@ -41,17 +42,13 @@ def main(argv=None):
         if args.gradescope is not None:
             gradescope.run(args.gradescope, rubric_path=args.rubric, data=args.data,
                            say=lambda line: print(line, flush=True))
-            return 0
+            return
         batch.grade_folder(args.submissions, args.out, data=args.data, jobs=args.jobs, only=args.only,
                            regrade=args.regrade, rubric_path=args.rubric, test_labels=args.test_labels,
                            say=lambda line: print(line, flush=True))
-    except cli.UserError as exc:
-        cli.print_user_error(exc)
-        return cli.EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
-    return 0
+
+    # A signal (SIGTERM too) unwinds through the sandbox's finally, which kills the submission's processes.
+    return cli.run(grade, argv)
 
 
 if __name__ == "__main__":

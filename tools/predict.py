@@ -194,6 +194,7 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
         log(note)
     model_bytes = serialize(checkpoints.model_only(checkpoint, arch))
     models.check_model_size(len(model_bytes), out_dir / MODEL_NAME)  # before minutes of inference
+    files.check_room(out_dir / MODEL_NAME, len(model_bytes))  # likewise (the prediction files are small)
     channels_last = models.choose_channels_last(channels_last, device, model, say=log)
     amp_dtype, _ = devices.amp_settings(amp, device)
     note = devices.cpu_precision_note(amp, device, why_fp32="the predictions stay fp32 unless asked: they are "
@@ -229,7 +230,7 @@ def make_submission(data_folder, checkpoint_path, out_dir, device, batch_size=10
     truth = {name: label for name, label in val_set.samples}
     errors = scoring.top_k_errors(val_predictions, truth, source=VAL_PREDICTIONS)
 
-    files.atomic_write(out_dir / MODEL_NAME, lambda f: f.write(model_bytes))
+    files.write_bytes(out_dir / MODEL_NAME, model_bytes)
     files.write_text(out_dir / TEST_PREDICTIONS, test_text)
     files.write_text(out_dir / VAL_PREDICTIONS, val_text)
     log(f"=> {out_dir / MODEL_NAME} ({len(model_bytes) / 2**20:.2f} MiB, {arch} after epoch "

@@ -134,7 +134,8 @@ def exit_code_for(exc, quiet=False):
         line, code = signals.message(stop), stop.exit_code
     else:
         if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            exc = disk_full(exc.filename or "a file")
+            exc = disk_full(exc.filename) if exc.filename else DiskFull("the disk is full: free some space and run "
+                                                                        "again")
         elif is_out_of_memory(exc):
             exc = out_of_memory(exc, "running", "close other programs, or use a smaller batch (-b)")
         if not isinstance(exc, UserError):

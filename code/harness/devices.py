@@ -178,7 +178,11 @@ def check_compile(device):
     except (ImportError, AttributeError):  # private APIs of another version: the first step will tell
         return
     except RuntimeError:  # torch._inductor.exc.InvalidCxxCompiler
-        missing = f"a C++ compiler (g++, or $CXX: {os.environ.get('CXX', 'unset')}) to build CPU kernels with"
+        cxx = os.environ.get("CXX")
+        if cxx:
+            raise UserError(f"--compile: torch.compile needs a C++ compiler to build CPU kernels with, and $CXX "
+                            f"({cxx}) is not one that runs; fix or unset CXX, or run without --compile")
+        missing = "a C++ compiler (g++) to build CPU kernels with"
     if missing:
         raise UserError(f"--compile: torch.compile needs {missing}, and this machine has none; install it "
                         "(e.g. apt install g++) or run without --compile")
@@ -188,8 +192,9 @@ def check_compile(device):
 # bfloat16 on the CPU: native on some CPUs, emulated (and slower than fp32) on others
 # ---------------------------------------------------------------------------------------------------
 
-# A probe's bf16 must beat fp32 by this factor to count: below it, timing noise could decide.
-BF16_PROBE_MIN_SPEEDUP = 1.15
+# Native bf16 counts as faster unless the probe finds it slower: on a loaded machine the probe's
+# figure swings (1.2x to 3.0x on the 2-core AVX-512 EPYC), and a higher bar would let the load choose.
+BF16_PROBE_MIN_SPEEDUP = 1.0
 _bf16_probe = {}  # cached: the probe's speed-up, measured once per process
 
 
@@ -203,8 +208,8 @@ def native_bf16_features():
 
 def bf16_speedup():
     """How many times faster a training step of a small convolutional network runs in bf16 autocast
-    than in fp32 on this CPU (NHWC, 2 conv layers, batch 8 at 64 px, best of 3), measured once per
-    process (about half a second); None where the CPU has no native bf16 (not measured)."""
+    than in fp32 on this CPU (NHWC, 2 conv layers, batch 8 at 64 px, best of 5), measured once per
+    process (about a second); None where the CPU has no native bf16 (not measured)."""
     if "speedup" not in _bf16_probe:
         with torch.random.fork_rng(devices=[]):  # the probe's weights must not move a seeded run's RNG
             _bf16_probe["speedup"] = _measure_bf16_speedup() if native_bf16_features() else None
@@ -223,7 +228,7 @@ def _measure_bf16_speedup():
 
     def best_time(bf16):
         times = []
-        for _ in range(4):  # the first is a warm-up (oneDNN picks its kernels)
+        for _ in range(6):  # the first is a warm-up (oneDNN picks its kernels)
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = net(images).float().square().mean()

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import custom_transforms
-from . import attacks, checkpoints, devices, engine, files, flags, loaders, models, runs, student
+from . import attacks, checkpoints, devices, engine, files, flags, loaders, models, runs, signals, student
 from .runlog import RunLog
 
 SWEEP_EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1)
@@ -68,6 +68,7 @@ def evaluate(config, ctx):
                                  attention=attention, visualize=visualize, log=ev.log)
     finally:
         ev.log.close()
+    signals.check()  # a signal during the last batch: nothing more is written
     averaging = "image only" if config.no_flip else "image + flip averaged"
     ev.log.print(f" * Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}  ({result['count']} val images, "
                  f"{averaging})")
@@ -98,6 +99,7 @@ def attack(config, ctx, val_images=None):
                                         print_freq=config.print_freq, visualize=visualize, log=ev.log)
     finally:
         ev.log.close()
+    signals.check()  # a signal during the last batch: nothing more is written
     for row in result["attacks"]:
         if largest.get(row["epsilon"]) is not None:
             row["max_change_grey_levels"] = largest[row["epsilon"]][0]

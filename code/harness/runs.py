@@ -120,10 +120,13 @@ def hold(run_dir):
     except OSError:  # a file system without flock (some network mounts): unguarded, as before locks
         lock.close()
         return True
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
-    lock.flush()
+    try:  # who holds it, for the message of a run refused; a full disk leaves it empty
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+        lock.flush()
+    except OSError:
+        pass
     _HELD[key] = lock
     return True
 

@@ -58,6 +58,8 @@ def _handler(signum, frame):
         _received = signum
         if not _deferring:
             _raise()
+        # os.write, not print: a handler may run in the middle of the main thread's own print.
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this batch (again to stop at once)\n".encode())
     elif _deferring and not _raised:
         _raise()  # asked twice before the next batch: stop now
     # else: a second signal while the first one's exception unwinds; it ends within seconds anyway
@@ -107,6 +109,18 @@ def deferred():
         yield
     finally:
         _deferring -= 1
+
+
+def during_startup():
+    """Until handled() takes over: a signal while a script imports torch (seconds) ends it with one
+    line and 128 + N, instead of a KeyboardInterrupt traceback (SIGINT) or no word at all (SIGTERM)."""
+    def stop(signum, frame):
+        os.write(2, f"interrupted by {signal.Signals(signum).name} while starting: nothing was written\n".encode())
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, stop)
 
 
 def check():

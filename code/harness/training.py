@@ -206,7 +206,8 @@ def open_run_folder(run, checkpoint):
 
 def restore_training_state(run, checkpoint, say):
     """Epoch, best accuracy, optimizer, GradScaler and RNG states from --resume; one line for what it lacks."""
-    if checkpoint.epoch >= run.config.epochs:
+    unvalidated = not checkpoint.validated and checkpoint.pending_record
+    if checkpoint.epoch > run.config.epochs or (checkpoint.epoch == run.config.epochs and not unvalidated):
         raise UserError(f"--resume: {checkpoint.path} already finished epoch {checkpoint.epoch} of "
                         f"--epochs {run.config.epochs}")
     run.start_epoch, run.best_acc1 = checkpoint.epoch, checkpoint.best_acc1

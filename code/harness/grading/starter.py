@@ -18,7 +18,10 @@ PROMPT = "YOUR CODE HERE"
 
 
 def make(text):
-    """The starter of our solution's `text`; ValueError for markers that do not pair up."""
+    """The starter of our solution's `text`; ValueError for markers that do not pair up, or for a text
+    with none (its starter would be the whole solution)."""
+    if not any(BEGIN.match(line) for line in text.splitlines()):
+        raise ValueError("no '# BEGIN SOLUTION' region: its starter would hand out the whole solution")
     out, region, removed, indent, begin_line = [], False, False, "", 0
     for number, line in enumerate(text.splitlines(keepends=True), 1):
         begin, end = BEGIN.match(line), END.match(line)
