@@ -31,7 +31,9 @@ needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="no mount namesp
 
 
 @needs_tmpfs
-@pytest.mark.parametrize("size", ["4k", "64k"])  # the events file, the checkpoint fill it
+# 4 KiB: the events file fills it (TensorBoard's writer thread); a checkpoint larger than the free space
+# is test_a_write_larger_than_the_free_space_is_refused_before_it_starts.
+@pytest.mark.parametrize("size", ["4k"])
 def test_training_on_a_full_disk_ends_in_one_line(size, tiny_data, tmp_path):
     logdir = tmp_path / "logs"
     logdir.mkdir()

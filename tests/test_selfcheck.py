@@ -55,13 +55,14 @@ def data(demo_dataset):
     return demo_dataset(train_per_class=4)  # 40 images: the check takes 32
 
 
-@pytest.mark.parametrize("precision", ["--amp", "--no-amp"])  # bf16 is the default where the CPU has it
-def test_the_2019_file_passes_every_part(precision, data):
-    code, out, err, verdicts = check(STUDENT_2019, data, precision)
+def test_the_2019_file_passes_every_part(data):
+    # In bf16 (the default where the CPU computes it natively); the mistakes below run in this CPU's
+    # default, so fp32 is covered on the CPUs without it.
+    code, out, err, verdicts = check(STUDENT_2019, data, "--amp")
     assert code == 0, out + err
     assert len(verdicts) == 4 and set(verdicts.values()) == {"PASS"}
     assert out.strip().splitlines()[-1].startswith("4 of 4 parts pass")
-    assert ("The network learns in bf16 autocast" in out) == (precision == "--amp")
+    assert "The network learns in bf16 autocast" in out
 
 
 @pytest.mark.parametrize("mistake", list(MISTAKES))

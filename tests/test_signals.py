@@ -18,7 +18,8 @@ from harness import checkpoints, loaders, signals
 from helpers import finish, start_main, train_argv, wait_for
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+# SIGHUP takes SIGTERM's path (one handler); test_every_signal_has_its_exit_code checks it in-process.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_epoch_keeps_the_last_epoch_and_says_how_to_continue(signum, tiny_data, tmp_path):
     logdir = tmp_path / "logs"
     argv = train_argv(tiny_data, logdir, "run", epochs=50, print_freq=1)
@@ -164,3 +165,12 @@ def test_a_signal_during_the_last_validation_can_be_continued(tiny_data, tmp_pat
     assert main.main([str(tiny_data), "--resume", str(checkpoint), "-j", "0", "--gpu", "-1"]) == 0
     assert (tmp_path / "run" / checkpoints.BEST_NAME).is_file()
     assert [m["epoch"] for m in __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())] == [0]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_every_signal_has_its_exit_code(signum, code):
+    with signals.handled(), pytest.raises(signals.Interrupted) as stop:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+    assert stop.value.exit_code == code and signals.message(stop.value).startswith(
+        f"interrupted by {signal.Signals(signum).name}: ")
