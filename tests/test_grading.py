@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 # Six sandboxed children, each importing torch, and our solution measured as the reference: about a
 # minute on the 2-core machine (the isolation tests, tests/test_grading_hostile.py, are not slow).
 pytestmark = pytest.mark.slow
 
+from harness import devices  # noqa: E402
 from harness.grading import batch, rubric as rubrics, starter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,6 +115,13 @@ def test_our_solution_scores_full_marks(graded):
     assert all(test["status"] == "passed" for test in results["tests"] if not test["name"].startswith("Challenge:"))
     assert set(results) >= {"score", "execution_time", "output", "tests"}
     assert set(results["tests"][0]) == {"name", "score", "max_score", "status", "output", "visibility"}
+
+
+def test_the_training_check_runs_in_the_precision_the_grader_chose(graded):
+    # bf16 autocast where this CPU computes it natively and faster, for the reference and every student alike
+    for name in ("ours", "s2019"):
+        output = scores(graded[name])["Part II: short training lowers the loss"][2]
+        assert ("both in bf16 autocast" in output) == devices.cpu_bf16_is_faster(torch.device("cpu")), output
 
 
 def test_the_2019_students_file_is_graded(graded):

@@ -1,7 +1,7 @@
 """Grade a folder of students' submissions: scores, feedback and a class summary out, hostile code contained.
 
     python tools/grade.py SUBMISSIONS --out GRADES [--data DATA] [--jobs N] [--only NAME ...] [--regrade]
-                          [--rubric FILE] [--test-labels FILE]
+                          [--rubric FILE] [--test-labels FILE] [--no-amp]
     python tools/grade.py --gradescope /autograder [--rubric FILE]     (tools/gradescope/run_autograder)
 
 SUBMISSIONS holds one entry per student, named after the student: a folder (student_code.py, their own
@@ -10,6 +10,7 @@ of its own (harness/grading/sandbox.py). Writes GRADES/<name>/results.json (Grad
 GRADES/grades.csv and GRADES/summary.md. Without --data the checks use the generated demo dataset.
 Details: docs/grading.md.
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def main(argv=None):
     parser.add_argument("--rubric", default=None, help="a TOML rubric laid over the default one")
     parser.add_argument("--test-labels", default=None, help="the staff's labels of the test images (the challenge's "
                                                              "errors; default: the val labels)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="Part II's training check in bf16 autocast, the reference's too (default: where the "
+                             "CPU computes bf16 natively and faster); --no-amp: fp32")
 
     def grade(argv):
         args = parser.parse_args(argv)
@@ -41,11 +45,11 @@ def main(argv=None):
             parser.error("give SUBMISSIONS and --out (or --gradescope ROOT)")
         if args.gradescope is not None:
             gradescope.run(args.gradescope, rubric_path=args.rubric, data=args.data,
-                           say=lambda line: print(line, flush=True))
+                           say=lambda line: print(line, flush=True), amp=args.amp)
             return
         batch.grade_folder(args.submissions, args.out, data=args.data, jobs=args.jobs, only=args.only,
                            regrade=args.regrade, rubric_path=args.rubric, test_labels=args.test_labels,
-                           say=lambda line: print(line, flush=True))
+                           say=lambda line: print(line, flush=True), amp=args.amp)
 
     # A signal (SIGTERM too) unwinds through the sandbox's finally, which kills the submission's processes.
     return cli.run(grade, argv)

@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from .. import paths
+import torch
+
+from .. import devices, paths
 from ..cli import UserError
 from . import context as grading_context
 from . import grader, report, rubric as rubrics, sandbox, similarity, submissions
@@ -18,13 +20,16 @@ WORKDIR = ".grader"  # under GRADES: scratch, inputs, runtime, staging and the r
 
 
 def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=False, rubric_path=None,
-                 say=print, cache=None, refnet_steps=None, test_labels=None):
-    """Grade every submission of `submissions_dir` into `out`; returns {name: results}."""
+                 say=print, cache=None, refnet_steps=None, test_labels=None, amp=None):
+    """Grade every submission of `submissions_dir` into `out`; returns {name: results}. `amp`: Part II's
+    training check in bf16 (None: where the CPU computes it natively; context.build)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rubric = rubrics.load(rubric_path)
     # The data and the held labels are part of the version: another dataset regrades everyone.
-    version = grading_context.grader_version(f"{rubric.text}|{data}|{test_labels}")
+    if amp is None:
+        amp = devices.cpu_bf16_is_faster(torch.device("cpu"))
+    version = grading_context.grader_version(f"{rubric.text}|{data}|{test_labels}|amp={amp}")
     work = out / WORKDIR
     found = submissions.discover(submissions_dir, work / "staging")  # all of them: the summary compares all
     names = {sub.name for sub in found}
@@ -49,7 +54,7 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
     if todo:
         options = {} if refnet_steps is None else {"refnet_steps": refnet_steps}
         ctx = grading_context.build(work, rubric, data, cache or work / "cache", say=say, test_labels=test_labels,
-                                    **options)
+                                    amp=amp, **options)
         grader.measure_reference(ctx, rubric)
         slots = list(range(max(1, jobs)))
         lock = threading.Lock()

@@ -180,7 +180,7 @@ def network_training(result, answers):
     return (1.0 if passed else 0.0), [
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps ({theirs:.0%} lower); the reference "
         f"solution's {reference[0]:.3f} -> {reference[-1]:.3f} ({ours:.0%}); needed: {TRAINING_BAND:.0%} of "
-        f"the reference's drop"]
+        f"the reference's drop" + ("; both in bf16 autocast" if answers.get("amp") else "")]
 
 
 # Part III -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ..cli import UserError
 from . import batch, report, sandbox
 
 
-def run(root="/autograder", rubric_path=None, data=None, say=print):
+def run(root="/autograder", rubric_path=None, data=None, say=print, amp=None):
     """Grade root/submission into root/results/results.json; returns the results."""
     root = Path(root)
     submission = root / "submission"
@@ -28,7 +28,7 @@ def run(root="/autograder", rubric_path=None, data=None, say=print):
         shutil.copytree(submission, entries / "submission", symlinks=False,
                         ignore=lambda d, names: [n for n in names if (Path(d) / n).is_symlink()])
         out = Path(scratch) / "grades"
-        batch.grade_folder(entries, out, data=data, rubric_path=rubric_path, say=say)
+        batch.grade_folder(entries, out, data=data, rubric_path=rubric_path, say=say, amp=amp)
         results = report.read_results(out, "submission")
     isolated, why = sandbox.isolation_available()
     results["output"] += "" if isolated else f" (the submission's code ran without namespaces: {why})"

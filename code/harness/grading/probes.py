@@ -141,7 +141,9 @@ def training(task):
     images, labels = inputs["train_images"], inputs["train_labels"]
     losses = []
     for _ in range(task["train_steps"]):
-        loss = criterion(model(images.clone()), labels)
+        # bf16 where the grader chose it for everyone (grading/context.py): a student and the reference alike.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=task.get("amp", False)):
+            loss = criterion(model(images.clone()), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
