@@ -10,7 +10,6 @@ in fp32 (the course's figures and the hand-in are fp32); our own short runs (--d
 """
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -43,20 +42,6 @@ def paths():
     ]
 
 
-def cpu_description():
-    """The CPU's model name (lscpu) and the flags that decide its fast paths."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = re.search(r"Model name:\s*(.*)", lscpu).group(1).strip()
-    except (OSError, AttributeError):
-        model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    found = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
-    cpu_flags = set(found.group(1).split()) if found else set()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags]
-    return f"{model} ({', '.join(shown)}; torch capability {torch.backends.cpu.get_cpu_capability()})"
-
-
 def time_path(arguments, steps, repeats):
     """{column: images/s} of one path, from bench_train.py's JSON."""
     with tempfile.TemporaryDirectory() as folder:
@@ -74,7 +59,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     args = parser.parse_args(argv)
     speedup = devices.bf16_speedup()
-    print(f"CPU: {cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"CPU: {devices.cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"native bf16: {', '.join(devices.native_bf16_features()) or 'none'}"
           + (f"; the harness's probe: bf16 {speedup:.2f}x fp32" if speedup else ""))
     header = f"{'path':<58}" + "".join(f"{c:>11}" for c in COLUMNS.values()) + f"  {'default':<10} fastest faithful"
@@ -88,7 +73,7 @@ def main(argv=None):
         print(f"{name:<58}" + "".join(f"{rates.get(c, float('nan')):>11.1f}" for c in COLUMNS.values())
               + f"  {default:<10} {verdict}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "rows": table}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"cpu": devices.cpu_description(), "rows": table}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

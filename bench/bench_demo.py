@@ -16,7 +16,6 @@ slow every stage), and --json PATH writes the rows.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "code"))
+
+from harness import devices  # noqa: E402
+
 MAIN = REPO / "code" / "main.py"
-
-
-def cpu_model():
-    """The CPU's model name as lscpu gives it (platform.processor() is often empty on Linux)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def run_demo(data, logdir, seed, extra):
@@ -87,7 +78,7 @@ def main(argv=None):
     parser.add_argument("--precision", nargs="+", choices=("default", "amp", "no-amp"), default=["default"],
                         help="one run per seed and choice: the demo's default for this CPU, --amp or --no-amp")
     args = parser.parse_args(argv)
-    cpu = cpu_model()
+    cpu = devices.cpu_model()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         data = Path(args.keep_data) if args.keep_data else Path(tmp) / "miniplaces_demo"

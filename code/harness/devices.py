@@ -1,7 +1,9 @@
 """Devices and processes: the CPU or a GPU, torchrun's process group, and mixed-precision settings."""
 import math
 import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -196,6 +198,27 @@ def check_compile(device):
 # figure swings (1.2x to 3.0x on the 2-core AVX-512 EPYC), and a higher bar would let the load choose.
 BF16_PROBE_MIN_SPEEDUP = 1.0
 _bf16_probe = {}  # cached: the probe's speed-up, measured once per process
+
+
+def cpu_model():
+    """The CPU's model name as lscpu gives it ("unknown CPU" without lscpu), for benchmark tables."""
+    import subprocess
+
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown CPU"
+    found = re.search(r"^Model name:\s*(.*)$", lscpu, re.MULTILINE)
+    return found.group(1).strip() if found else "unknown CPU"
+
+
+def cpu_description():
+    """The CPU's model name and the flags that decide its fast paths (AVX2, AVX-512, bf16, AMX)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    found = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
+    cpu_flags = set(found.group(1).split()) if found else set()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags]
+    return f"{cpu_model()} ({', '.join(shown)}; torch capability {torch.backends.cpu.get_cpu_capability()})"
 
 
 def native_bf16_features():
