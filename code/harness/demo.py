@@ -10,7 +10,7 @@ from pathlib import Path
 from . import checkpoints, demo_data, devices, evaluation, files, training
 
 # The attack's 10 PGD steps cost about 10 training steps an image at 160x160: the demo attacks the
-# first 100 val images (all of the demo data's val split), 20-25 s on a 2-core CPU.
+# first 100 val images (all of the demo data's val split), 12-22 s on a 2-core CPU.
 DEMO_ATTACK_IMAGES = 100
 SUMMARY_NAME = "demo.json"
 
