@@ -27,9 +27,13 @@ from . import conv_check, demo_data, devices, models, student
 from .grading import data as grading_data
 
 BATCH = 32  # demo images the network learns, 128x128
-# Adam learns a fixed batch whatever the network's initialisation: SimpleNet from 2.30 to 0.05 in 25
-# steps, the 2019 student's SimpleNet to 0.9, where SGD at lr 0.02 made ours oscillate.
-TRAIN_STEPS = 25
+# Adam learns a fixed batch whatever the network's initialisation, where SGD at lr 0.02 made ours
+# oscillate. On demo data version 5's faint textures, over 6 draws of the batch and both precisions:
+# SimpleNet (Kaiming init) to 0.00-0.02 of its first loss in 40 steps, the 2019 student's SimpleNet
+# (PyTorch's init) to 0.25-0.32; in 25 steps the 2019 one reached only 0.65-0.68. Judged on the best
+# of the last LEARNED_WINDOW losses: Adam's loss may spike for a step or two.
+TRAIN_STEPS = 40
+LEARNED_WINDOW = 10
 LEARNING_RATE = 1e-3
 MATCHED_STEPS = 3  # steps compared between CustomConv2d and nn.Conv2d
 # Float32 conv kernels differ by ~1e-6 relative; a wrong gradient moves the second step's loss by
@@ -118,9 +122,11 @@ def check_network(images, labels, trained, amp_dtype=None):
     start_weights = copy.deepcopy(reference.state_dict())
     losses = train(reference, images, labels, TRAIN_STEPS, amp_dtype)
     trained["model"] = copy.deepcopy(reference)
-    learned = losses[-1] < 0.5 * losses[0]
+    reached = min(losses[-LEARNED_WINDOW:])
+    learned = reached < 0.5 * losses[0]
     lines = [f"{type(reference).__name__} (default_model) on {len(images)} demo images: loss {losses[0]:.2f} -> "
-             f"{losses[-1]:.2f} in {TRAIN_STEPS} steps" + ("" if learned else " (expected below half)")]
+             f"{reached:.2f} in {TRAIN_STEPS} steps (the best of the last {LEARNED_WINDOW})"
+             + ("" if learned else "; expected below half")]
 
     _, custom = models.build_model(None, num_classes, use_custom_conv=True)
     custom.load_state_dict(start_weights)
