@@ -77,8 +77,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (args.data / "train.txt").is_file():
         parser.error(f"--data: {args.data} holds no train.txt (MiniPlaces in the official layout)")
-    if not 1 <= args.classes <= 100:
-        parser.error("--classes must be 1-100")
+    available = sum(1 for line in (args.data / "categories.txt").read_text().splitlines() if line.strip()) \
+        if (args.data / "categories.txt").is_file() else 0
+    if not 1 <= args.classes <= available:
+        parser.error(f"--classes must be 1-{available} (the classes of {args.data}), got {args.classes}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_amp_") as tmp:
         subset = Path(tmp) / "subset"

@@ -76,6 +76,11 @@ def test_the_script_says_what_is_wrong_in_one_line(tmp_path):
                            str(tmp_path / "grades")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert "no such folder" in done.stderr
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "grades.txt").write_text("a file")
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "grade.py"), str(tmp_path / "subs"), "--out",
+                           str(tmp_path / "grades.txt")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: --out: {tmp_path / 'grades.txt'} is a file, not a folder"
     done = subprocess.run([sys.executable, str(REPO / "tools" / "make_starter.py"), "--solution",
                            str(tmp_path / "none.py"), "--out", str(tmp_path / "s.py")], capture_output=True, text=True)
     assert done.returncode == 2 and "cannot read it" in done.stderr

@@ -1,6 +1,6 @@
 """Write the generated demo dataset (harness/demo_data.py says what it holds).
 
-    python tools/demo_data.py [folder] [--seed 0] [--train-per-class 150] [--val-per-class 10] [--test-count 100]
+    python tools/demo_data.py [folder] [--seed 0] [--train-per-class 300] [--val-per-class 10] [--test-count 100]
 """
 import argparse
 import sys

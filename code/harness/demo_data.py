@@ -9,7 +9,7 @@ background's colours (a vertical blend of two random near-greys), the disc's pla
 of the image), the texture's tilt, phase and scale. So the mean colour tells nothing about the class;
 a network must learn textures, as it leans on them in natural images, the saliency maps of a trained
 one light up the disc, and a faint cue is one that a perturbation of 6 grey levels can erase: the
-course's attack takes the demo's network from about 90% to about 30-50% top-1 (docs/measurements.md).
+course's attack takes the demo's network from 60-99% to 19-30% top-1 (docs/measurements.md).
 Everything derives from one seed (NumPy's generator), so the same seed writes the same files.
 
 `python tools/demo_data.py [folder]` writes it (default data/miniplaces_demo).

@@ -24,6 +24,8 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
     """Grade every submission of `submissions_dir` into `out`; returns {name: results}. `amp`: Part II's
     training check in bf16 (None: where the CPU computes it natively; context.build)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     rubric = rubrics.load(rubric_path)
     # The data and the held labels are part of the version: another dataset regrades everyone.
