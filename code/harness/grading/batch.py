@@ -22,7 +22,7 @@ WORKDIR = ".grader"  # under GRADES: scratch, inputs, runtime, staging and the r
 def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=False, rubric_path=None,
                  say=print, cache=None, refnet_steps=None, test_labels=None, amp=None):
     """Grade every submission of `submissions_dir` into `out`; returns {name: results}. `amp`: Part II's
-    training check in bf16 (None: where the CPU computes it natively; context.build)."""
+    training check in bf16 (None: where the CPU computes it natively and faster, devices.cpu_bf16_is_faster)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file, not a folder")

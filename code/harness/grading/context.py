@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .. import devices, paths
+from .. import paths
 from ..cli import UserError
 from . import checks, conv_cases, data, refnet, sandbox
 
@@ -80,10 +80,10 @@ def reference_network(cache, dataset, steps=refnet.TRAIN_STEPS):
 
 
 def build(workdir, rubric, dataset=None, cache=None, say=print, refnet_steps=refnet.TRAIN_STEPS, test_labels=None,
-          amp=None):
+          *, amp):
     """The Context of a grading run in `workdir` (scratch space the grader owns). `amp`: Part II's short
-    training in bf16 autocast, for every submission and the reference alike (None: where this CPU
-    computes bf16 natively and faster, devices.cpu_bf16_is_faster)."""
+    training in bf16 autocast, for every submission and the reference alike (batch.grade_folder chooses,
+    as the grader version must know it)."""
     if test_labels is not None and not Path(test_labels).is_file():
         raise UserError(f"--test-labels: no such file: {test_labels}")
     workdir = Path(workdir)
@@ -131,20 +131,12 @@ def build(workdir, rubric, dataset=None, cache=None, say=print, refnet_steps=ref
     for item in rubric.items:
         probe = checks.BY_NAME[item.name].probe
         timeouts[probe] = max(timeouts.get(probe, 0), item.timeout_s)
-    if amp is None:
-        amp = devices.cpu_bf16_is_faster(torch.device("cpu"))
     answers["amp"] = bool(amp)
     if probes & {"training"}:
-        say(f"Part II's training check in {training_precision(amp)}")
+        say(f"Part II's training check in {'bf16 autocast (--no-amp: fp32)' if amp else 'fp32'}")
     task = {"conv_cases": [h.task() for h in held], "epsilon": 0.1, "train_steps": TRAIN_STEPS, "train_lr": TRAIN_LR,
             "amp": bool(amp)}
     return Context(workdir / "scratch", inputs, make_runtime(workdir / "runtime"), limits, timeouts, task, answers)
-
-
-def training_precision(amp):
-    """How Part II's training check runs, in words."""
-    return ("bf16 autocast (this CPU computes bf16 natively; --no-amp: fp32)" if amp
-            else "fp32")
 
 
 def _input_gradient_map(model, images):
