@@ -79,15 +79,21 @@ def test_mean_colour_does_not_separate_classes_but_texture_does(demo):
     assert texture > 5 * chance, texture
 
 
+def scene_and_plain(label):
+    """(pixels (128, 128, 3) uint8, disc (128, 128), plain (128, 128, 3)): one scene of `label` drawn with
+    seed `label`, and its background alone from the same draws (no texture)."""
+    pixels, disc = demo_data.draw_scene(label, np.random.default_rng(label))
+    rng = np.random.default_rng(label)
+    plain = demo_data.background(rng)
+    assert np.array_equal(disc, demo_data.disc_mask(rng))  # the draws line up
+    return pixels, disc, plain
+
+
 def test_the_class_is_in_the_disc_and_nowhere_else():
     # The same draws without the texture give the same image outside the disc: there, nothing depends
     # on the class. Inside, the texture moves the pixels by up to the amplitude.
     for label in range(demo_data.DEMO_NUM_CLASSES):
-        pixels, disc = demo_data.draw_scene(label, np.random.default_rng(label))
-        rng = np.random.default_rng(label)
-        plain = demo_data.background(rng)
-        plain_disc = demo_data.disc_mask(rng)
-        assert np.array_equal(disc, plain_disc)
+        pixels, disc, plain = scene_and_plain(label)
         outside = disc == 0
         assert 0.15 < 1 - outside.mean() < 0.85  # the disc covers a part of the image, not all of it
         # outside: the background alone, to the rounding
@@ -103,9 +109,7 @@ def test_the_cue_is_faint_against_the_attack_budget():
     # attack of that size can erase most of it (version 4's +-70 was 12 times, and the attack did not bite).
     budget = 0.1 * max(custom_transforms.IMAGENET_STD) * 255
     for label in range(demo_data.DEMO_NUM_CLASSES):
-        rng = np.random.default_rng(label)
-        pixels, disc = demo_data.draw_scene(label, rng)
-        plain = demo_data.background(np.random.default_rng(label))
+        pixels, disc, plain = scene_and_plain(label)
         departure = np.abs(pixels.astype(float) - plain)[disc == 1]
         assert departure.max() <= 4 * budget, (label, departure.max())
         assert departure.mean() > 0.25 * budget, (label, departure.mean())  # but it is there
