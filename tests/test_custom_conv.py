@@ -311,6 +311,18 @@ def test_backward_computes_only_requested_gradients(monkeypatch):
     assert calls and x.grad is not None
 
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_the_columns_are_those_of_f_unfold(case):
+    # Part I builds its columns from Tensor.unfold's window views (faster on the CPU than F.unfold's
+    # im2col); they must be F.unfold's, row for row: (N, G, K, L) with K = C/G * kh * kw, channel-major.
+    x, w, b, kwargs = make_case(case)
+    geometry = student_code._Geometry(x, w, b, **kwargs)
+    padded = F.pad(x, geometry.pads)
+    expected = F.unfold(padded, w.shape[2:], dilation=geometry.dilation, stride=geometry.stride)
+    torch.testing.assert_close(geometry.columns(x), expected.view(x.shape[0], kwargs["groups"], -1, expected.shape[-1]),
+                               rtol=0, atol=0)
+
+
 def test_no_convolution_kernels_inside_the_op(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a convolution kernel was called")
