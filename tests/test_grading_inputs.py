@@ -113,3 +113,23 @@ def test_make_starter_refuses_a_file_without_solution_regions(tmp_path):
 
     with pytest.raises(ValueError, match="no '# BEGIN SOLUTION' region"):
         starter.make("def f():\n    return 1\n")
+
+
+def test_a_folder_keeps_the_precision_it_was_first_graded_in(tmp_path, monkeypatch):
+    # The default follows a timing probe; a busier hour must not flip it (and with it the grader version,
+    # which regrades everyone). --amp / --no-amp change it, and the folder remembers the change.
+    from harness import devices
+    from harness.grading import batch
+
+    work = tmp_path / "grades" / ".grader"
+    probe = {"faster": True}
+    monkeypatch.setattr(devices, "cpu_bf16_is_faster", lambda device: probe["faster"])
+    assert batch.training_precision(work, None) is True
+    probe["faster"] = False  # a loaded machine's probe
+    assert batch.training_precision(work, None) is True
+    assert batch.training_precision(work, False) is False  # --no-amp
+    probe["faster"] = True
+    assert batch.training_precision(work, None) is False
+    (work / batch.PRECISION_FILE).write_text("{not json")  # damaged: chosen again, and rewritten
+    assert batch.training_precision(work, None) is True
+    assert batch.training_precision(work, None) is True

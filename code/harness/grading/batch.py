@@ -5,18 +5,38 @@ summary.md for everyone graded so far.
 --jobs N grades N submissions at once, each in its own slot (its own UID, cgroup and threads).
 """
 import concurrent.futures
+import json
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-from .. import devices, paths
+from .. import devices, files, paths
 from ..cli import UserError
 from . import context as grading_context
 from . import grader, report, rubric as rubrics, sandbox, similarity, submissions
 
 WORKDIR = ".grader"  # under GRADES: scratch, inputs, runtime, staging and the reference network's cache
+PRECISION_FILE = "precision.json"  # under WORKDIR: the precision this folder's training checks ran in
+
+
+def training_precision(work, amp):
+    """Part II's training check in bf16 (True) or fp32 (False): `amp` where given (--amp/--no-amp), else
+    what this folder was graded in before, else this CPU's choice (devices.cpu_bf16_is_faster: native bf16
+    and a timing probe). Remembered in WORK/precision.json, so that a busier hour's probe cannot flip it,
+    and with it the grader version, and regrade everyone."""
+    remembered = Path(work) / PRECISION_FILE
+    if amp is None and remembered.is_file():
+        try:
+            amp = json.loads(remembered.read_text(encoding="utf-8"))["amp"]
+        except (OSError, ValueError, KeyError, TypeError):
+            amp = None  # unreadable: chosen again below, and rewritten
+    if not isinstance(amp, bool):
+        amp = devices.cpu_bf16_is_faster(torch.device("cpu"))
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    files.write_json({"amp": amp}, remembered)
+    return amp
 
 
 def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=False, rubric_path=None,
@@ -28,9 +48,8 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
         raise UserError(f"--out: {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     rubric = rubrics.load(rubric_path)
-    # The data and the held labels are part of the version: another dataset regrades everyone.
-    if amp is None:
-        amp = devices.cpu_bf16_is_faster(torch.device("cpu"))
+    # The data, the held labels and the precision are part of the version: another regrades everyone.
+    amp = training_precision(out / WORKDIR, amp)
     version = grading_context.grader_version(f"{rubric.text}|{data}|{test_labels}|amp={amp}")
     work = out / WORKDIR
     found = submissions.discover(submissions_dir, work / "staging")  # all of them: the summary compares all
