@@ -378,6 +378,8 @@ ERROR_CASES = [
     ((8, 8), (6, 3, 3, 3), {}, ValueError, "input must be 3-D"),
     ((1, 2, 3, 8, 8), (6, 3, 3, 3), {}, ValueError, "input must be 3-D"),
     ((2, 3, 8, 8), (6, 3, 3), {}, ValueError, "weight must be 4-D"),
+    ((2, 3, 8, 8), (6, 3, 0, 3), dict(padding=1), ValueError, "none 0"),  # F.conv2d refuses an empty kernel
+    ((2, 3, 8, 8), (0, 3, 3, 3), {}, ValueError, "none 0"),
 ]
 
 

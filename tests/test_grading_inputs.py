@@ -122,14 +122,46 @@ def test_a_folder_keeps_the_precision_it_was_first_graded_in(tmp_path, monkeypat
     from harness.grading import batch
 
     work = tmp_path / "grades" / ".grader"
+    work.mkdir(parents=True)
     probe = {"faster": True}
+    said = []
     monkeypatch.setattr(devices, "cpu_bf16_is_faster", lambda device: probe["faster"])
-    assert batch.training_precision(work, None) is True
+    monkeypatch.setattr(devices, "native_bf16_features", lambda: ["AVX512_BF16"])
+    assert batch.training_precision(work, None, said.append) is True
+    batch.remember_precision(work, True)
     probe["faster"] = False  # a loaded machine's probe
-    assert batch.training_precision(work, None) is True
-    assert batch.training_precision(work, False) is False  # --no-amp
+    assert batch.training_precision(work, None, said.append) is True
+    assert batch.training_precision(work, False, said.append) is False  # --no-amp
+    batch.remember_precision(work, False)
     probe["faster"] = True
-    assert batch.training_precision(work, None) is False
-    (work / batch.PRECISION_FILE).write_text("{not json")  # damaged: chosen again, and rewritten
-    assert batch.training_precision(work, None) is True
-    assert batch.training_precision(work, None) is True
+    assert batch.training_precision(work, None, said.append) is False
+    assert not said
+    for damaged in ("{not json", "", '{"amp": "yes"}', '{"amp": 0}', "[true]", "null"):
+        (work / batch.PRECISION_FILE).write_text(damaged)  # chosen again, and said
+        assert batch.training_precision(work, None, said.append) is True
+        assert said.pop().endswith("is damaged or unreadable; the training check's precision is chosen again")
+    monkeypatch.setattr(devices, "native_bf16_features", lambda: [])  # the folder moved to a CPU without bf16
+    batch.remember_precision(work, True)
+    assert batch.training_precision(work, None, said.append) is True
+    assert "this CPU emulates bf16" in said.pop()
+
+
+def test_a_refused_run_leaves_the_remembered_precision_alone(tmp_path):
+    from harness.grading import batch
+
+    out = tmp_path / "grades"
+    (out / batch.WORKDIR).mkdir(parents=True)
+    (out / batch.WORKDIR / batch.PRECISION_FILE).write_text('{"amp": true}')
+    with pytest.raises(UserError, match="no such"):
+        batch.grade_folder(tmp_path / "no-such-folder", out, amp=False, say=lambda line: None)
+    assert (out / batch.WORKDIR / batch.PRECISION_FILE).read_text() == '{"amp": true}'
+
+
+def test_a_grades_folder_that_cannot_be_written_is_one_line(tmp_path):
+    from harness.grading import batch
+
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "grades").mkdir()
+    (tmp_path / "grades" / batch.WORKDIR).write_text("not a folder")
+    with pytest.raises(UserError, match=r"--out: cannot create .*\.grader"):
+        batch.grade_folder(tmp_path / "subs", tmp_path / "grades", say=lambda line: None)

@@ -34,8 +34,8 @@ def main(argv=None):
     parser.add_argument("--test-labels", default=None, help="the staff's labels of the test images (the challenge's "
                                                              "errors; default: the val labels)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="Part II's training check in bf16 autocast, the reference's too (default: where the "
-                             "CPU computes bf16 natively and faster); --no-amp: fp32")
+                        help="Part II's training check in bf16 autocast, the reference's too (default: as GRADES was "
+                             "graded before, else where the CPU computes bf16 natively and faster); --no-amp: fp32")
 
     def grade(argv):
         args = parser.parse_args(argv)

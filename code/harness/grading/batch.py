@@ -21,37 +21,64 @@ WORKDIR = ".grader"  # under GRADES: scratch, inputs, runtime, staging and the r
 PRECISION_FILE = "precision.json"  # under WORKDIR: the precision this folder's training checks ran in
 
 
-def training_precision(work, amp):
+def training_precision(work, amp, say=print):
     """Part II's training check in bf16 (True) or fp32 (False): `amp` where given (--amp/--no-amp), else
-    what this folder was graded in before, else this CPU's choice (devices.cpu_bf16_is_faster: native bf16
-    and a timing probe). Remembered in WORK/precision.json, so that a busier hour's probe cannot flip it,
-    and with it the grader version, and regrade everyone."""
-    remembered = Path(work) / PRECISION_FILE
-    if amp is None and remembered.is_file():
-        try:
-            amp = json.loads(remembered.read_text(encoding="utf-8"))["amp"]
-        except (OSError, ValueError, KeyError, TypeError):
-            amp = None  # unreadable: chosen again below, and rewritten
-    if not isinstance(amp, bool):
+    what this folder was graded in before (WORK/precision.json, see remember_precision), else this CPU's
+    choice (devices.cpu_bf16_is_faster: native bf16 and a timing probe). Says so where the file is
+    damaged, and where bf16 is used on a CPU that only emulates it."""
+    if amp is None:
+        amp = _remembered_precision(Path(work) / PRECISION_FILE, say)
+    if amp is None:
         amp = devices.cpu_bf16_is_faster(torch.device("cpu"))
-    remembered.parent.mkdir(parents=True, exist_ok=True)
-    files.write_json({"amp": amp}, remembered)
+    elif amp and not devices.native_bf16_features():
+        say("note: this CPU emulates bf16, slower than fp32; --no-amp grades the training check in fp32 "
+            "(and regrades everyone)")
     return amp
+
+
+def remember_precision(work, amp):
+    """Keep `amp` in WORK/precision.json, so that a busier hour's probe cannot flip the default, and with it
+    the grader version, and regrade everyone. Written once the run's inputs are accepted."""
+    path = Path(work) / PRECISION_FILE
+    if _remembered_precision(path, say=lambda line: None) != amp:
+        files.write_json({"amp": amp}, path)
+
+
+def _remembered_precision(path, say):
+    """The remembered bool, or None where there is none (or it is damaged, which `say` reports)."""
+    if not path.exists():
+        return None
+    try:
+        amp = json.loads(path.read_text(encoding="utf-8"))["amp"]
+        if isinstance(amp, bool):
+            return amp
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    say(f"note: {path} is damaged or unreadable; the training check's precision is chosen again")
+    return None
+
+
+def _make_folder(path):
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot create {path} ({exc.strerror or exc})") from None
 
 
 def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=False, rubric_path=None,
                  say=print, cache=None, refnet_steps=None, test_labels=None, amp=None):
     """Grade every submission of `submissions_dir` into `out`; returns {name: results}. `amp`: Part II's
-    training check in bf16 (None: where the CPU computes it natively and faster, devices.cpu_bf16_is_faster)."""
+    training check in bf16 (None: as this folder was graded before, else where the CPU computes bf16
+    natively and faster; training_precision)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    work = out / WORKDIR
+    _make_folder(work)
     rubric = rubrics.load(rubric_path)
     # The data, the held labels and the precision are part of the version: another regrades everyone.
-    amp = training_precision(out / WORKDIR, amp)
+    amp = training_precision(work, amp, say)
     version = grading_context.grader_version(f"{rubric.text}|{data}|{test_labels}|amp={amp}")
-    work = out / WORKDIR
     found = submissions.discover(submissions_dir, work / "staging")  # all of them: the summary compares all
     names = {sub.name for sub in found}
     unknown = [name for name in (only or ()) if name not in names]
@@ -76,6 +103,7 @@ def grade_folder(submissions_dir, out, data=None, jobs=1, only=None, regrade=Fal
         options = {} if refnet_steps is None else {"refnet_steps": refnet_steps}
         ctx = grading_context.build(work, rubric, data, cache or work / "cache", say=say, test_labels=test_labels,
                                     amp=amp, **options)
+        remember_precision(work, amp)  # the inputs are accepted; before the first result is written
         grader.measure_reference(ctx, rubric)
         slots = list(range(max(1, jobs)))
         lock = threading.Lock()
