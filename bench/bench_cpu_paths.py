@@ -72,8 +72,8 @@ def main(argv=None):
         rates = time_path(arguments, args.steps, args.repeats)
         fastest = max((c for c in faithful if c in rates), key=rates.get)
         ratio = round(rates[fastest] / rates[default], 2)  # as printed
-        verdict = ("yes" if default == fastest else
-                   f"tie: {fastest} {ratio:.2f}x, within the scatter" if ratio < TIE else f"no: {fastest} is {ratio:.2f}x")
+        verdict = ("yes" if default == fastest else f"tie: {fastest} {ratio:.2f}x, within the scatter"
+                   if ratio < TIE else f"no: {fastest} is {ratio:.2f}x")
         table.append({"path": name, "images_per_s": rates, "default": default, "fastest_faithful": fastest,
                       "verdict": verdict})
         print(f"{name:<58}" + "".join(f"{rates.get(c, float('nan')):>11.1f}" for c in COLUMNS.values())

@@ -204,7 +204,7 @@ def _check_tensors(input, weight, bias):
         raise ValueError(f"input must be 3-D (C, H, W; through custom_conv2d) or 4-D (N, C, H, W), "
                          f"got {tuple(input.shape)}")
     if weight.dim() != 4 or 0 in weight.shape:  # F.unfold and F.conv2d refuse an empty kernel too
-        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), none 0, got {tuple(weight.shape)}")
+        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), none 0: {tuple(weight.shape)}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     if input.device != weight.device:
