@@ -28,7 +28,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "miniplaces"
 
 sys.path.insert(0, str(REPO / "code"))
 
-from harness import devices  # noqa: E402
+from harness import devices, labels  # noqa: E402
 
 
 def write_subset(data, folder, classes):
@@ -77,8 +77,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (args.data / "train.txt").is_file():
         parser.error(f"--data: {args.data} holds no train.txt (MiniPlaces in the official layout)")
-    available = sum(1 for line in (args.data / "categories.txt").read_text().splitlines() if line.strip()) \
-        if (args.data / "categories.txt").is_file() else 0
+    if not (args.data / "categories.txt").is_file():
+        parser.error(f"--data: {args.data} holds no categories.txt")
+    available = len(labels.parse_categories(args.data / "categories.txt"))
     if not 1 <= args.classes <= available:
         parser.error(f"--classes must be 1-{available} (the classes of {args.data}), got {args.classes}")
     if args.epochs < 1:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import UserError
-from harness.grading import rubric as rubrics, runner, submissions
+from harness import devices
+from harness.grading import batch, rubric as rubrics, runner, submissions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,9 +119,6 @@ def test_make_starter_refuses_a_file_without_solution_regions(tmp_path):
 def test_a_folder_keeps_the_precision_it_was_first_graded_in(tmp_path, monkeypatch):
     # The default follows a timing probe; a busier hour must not flip it (and with it the grader version,
     # which regrades everyone). --amp / --no-amp change it, and the folder remembers the change.
-    from harness import devices
-    from harness.grading import batch
-
     work = tmp_path / "grades" / ".grader"
     work.mkdir(parents=True)
     probe = {"faster": True}
@@ -147,8 +145,6 @@ def test_a_folder_keeps_the_precision_it_was_first_graded_in(tmp_path, monkeypat
 
 
 def test_a_refused_run_leaves_the_remembered_precision_alone(tmp_path):
-    from harness.grading import batch
-
     out = tmp_path / "grades"
     (out / batch.WORKDIR).mkdir(parents=True)
     (out / batch.WORKDIR / batch.PRECISION_FILE).write_text('{"amp": true}')
@@ -158,8 +154,6 @@ def test_a_refused_run_leaves_the_remembered_precision_alone(tmp_path):
 
 
 def test_a_grades_folder_that_cannot_be_written_is_one_line(tmp_path):
-    from harness.grading import batch
-
     (tmp_path / "subs").mkdir()
     (tmp_path / "grades").mkdir()
     (tmp_path / "grades" / batch.WORKDIR).write_text("not a folder")

@@ -153,8 +153,8 @@ def with_black_and_white_bands(images, rows=8):
     mean = torch.tensor(custom_transforms.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(custom_transforms.IMAGENET_STD).view(1, 3, 1, 1)
     banded = images.clone()
-    banded[:, :, :rows] = ((0 - mean) / std).expand(images.shape[0], 3, rows, images.shape[3])
-    banded[:, :, -rows:] = ((1 - mean) / std).expand(images.shape[0], 3, rows, images.shape[3])
+    banded[:, :, :rows] = (0 - mean) / std  # (1, 3, 1, 1) broadcast over the band
+    banded[:, :, -rows:] = (1 - mean) / std
     return banded
 
 
