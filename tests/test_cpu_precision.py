@@ -16,10 +16,31 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 @pytest.mark.skipif(not CPUINFO.is_file(), reason="no /proc/cpuinfo (not Linux)")
-def test_native_bf16_features_match_the_kernels_cpu_flags():
+def test_native_bf16_features_match_the_kernels_cpu_flags(monkeypatch):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # as the CPU is, uncapped
+        monkeypatch.delenv(name, raising=False)
     flags = set(re.search(r"^flags\s*:(.*)$", CPUINFO.read_text(), re.MULTILINE).group(1).split())
     expected = [name for name, flag in (("AMX", "amx_tile"), ("AVX512_BF16", "avx512_bf16")) if flag in flags]
     assert devices.native_bf16_features() == expected
+
+
+@pytest.mark.parametrize("variable, level, kept", [
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", []),  # an AVX2 CPU: neither feature
+    ("ONEDNN_MAX_CPU_ISA", "avx512_core_vnni", []),  # plain AVX-512 with VNNI: no bf16 yet
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", ["AVX512_BF16"]),  # Cooper Lake, Zen 4: bf16, no AMX
+    ("DNNL_MAX_CPU_ISA", "AVX512_CORE_AMX", ["AMX", "AVX512_BF16"]),  # the older name; Sapphire Rapids
+    ("ONEDNN_MAX_CPU_ISA", "DEFAULT", ["AMX", "AVX512_BF16"]),  # no cap
+    ("ONEDNN_MAX_CPU_ISA", "NOT_AN_ISA", ["AMX", "AVX512_BF16"]),  # oneDNN ignores it: no cap
+])
+def test_a_onednn_isa_cap_hides_the_features_above_it(variable, level, kept, monkeypatch):
+    """As on a CPU with AMX and AVX-512 BF16, capped by the levels of oneDNN's dnnl_cpu_isa_t."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, level)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert devices.native_bf16_features() == kept
+    assert ("oneDNN capped at" in devices.cpu_description()) == (level.upper() in devices.ONEDNN_ISA_BITS)
 
 
 def test_the_probe_leaves_the_global_rng_alone(monkeypatch):
