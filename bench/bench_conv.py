@@ -45,7 +45,7 @@ def run_variant(variant, args):
     from harness import loaders
     import student_code
     from harness.devices import amp_settings, memory_format, use_channels_last
-    from harness.devices import peak_memory_mib
+    from harness.devices import cpu_description, peak_memory_mib
 
     if args.chunk_bytes:
         student_code.CHUNK_BYTES.update(dict.fromkeys(student_code.CHUNK_BYTES, args.chunk_bytes))
@@ -83,7 +83,7 @@ def run_variant(variant, args):
         name = torch.cuda.get_device_name(device)
     else:
         peak = peak_memory_mib(device) - rss_before
-        name = f"CPU, {torch.get_num_threads()} threads"
+        name = f"CPU {cpu_description()}, {torch.get_num_threads()} threads"
     return {"ms": times, "peak_mib": peak, "device_name": name, "torch": torch.__version__,
             "channels_last": channels_last}
 

@@ -78,7 +78,7 @@ def main(argv=None):
     parser.add_argument("--precision", nargs="+", choices=("default", "amp", "no-amp"), default=["default"],
                         help="one run per seed and choice: the demo's default for this CPU, --amp or --no-amp")
     args = parser.parse_args(argv)
-    cpu = devices.cpu_model()
+    cpu = devices.cpu_description()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         data = Path(args.keep_data) if args.keep_data else Path(tmp) / "miniplaces_demo"
