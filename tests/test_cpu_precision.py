@@ -24,23 +24,30 @@ def test_native_bf16_features_match_the_kernels_cpu_flags(monkeypatch):
     assert devices.native_bf16_features() == expected
 
 
-@pytest.mark.parametrize("variable, level, kept", [
-    ("ONEDNN_MAX_CPU_ISA", "AVX2", []),  # an AVX2 CPU: neither feature
-    ("ONEDNN_MAX_CPU_ISA", "avx512_core_vnni", []),  # plain AVX-512 with VNNI: no bf16 yet
-    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", ["AVX512_BF16"]),  # Cooper Lake, Zen 4: bf16, no AMX
-    ("DNNL_MAX_CPU_ISA", "AVX512_CORE_AMX", ["AMX", "AVX512_BF16"]),  # the older name; Sapphire Rapids
-    ("ONEDNN_MAX_CPU_ISA", "DEFAULT", ["AMX", "AVX512_BF16"]),  # no cap
-    ("ONEDNN_MAX_CPU_ISA", "NOT_AN_ISA", ["AMX", "AVX512_BF16"]),  # oneDNN ignores it: no cap
+@pytest.mark.parametrize("environment, kept, capped_by", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, [], "AVX2 by ONEDNN_MAX_CPU_ISA"),  # an AVX2 CPU: neither feature
+    ({"ONEDNN_MAX_CPU_ISA": "avx512_core_vnni"}, [], "AVX512_CORE_VNNI by"),  # AVX-512 with VNNI: no bf16 yet
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, ["AVX512_BF16"], "AVX512_CORE_BF16 by"),  # Zen 4: no AMX
+    ({"ONEDNN_MAX_CPU_ISA": "AVX10_2"}, ["AVX512_BF16"], "AVX10_2 by"),  # above bf16, beside AMX
+    ({"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, ["AMX", "AVX512_BF16"], "by DNNL_MAX_CPU_ISA"),  # the older name
+    ({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": "AVX2"}, [], "AVX2 by DNNL_MAX_CPU_ISA"),  # empty: the next
+    ({"ONEDNN_MAX_CPU_ISA": "ALL", "DNNL_MAX_CPU_ISA": "AVX2"}, ["AMX", "AVX512_BF16"], None),  # the first set wins
+    ({"ONEDNN_MAX_CPU_ISA": "DEFAULT"}, ["AMX", "AVX512_BF16"], None),  # no cap
+    ({"ONEDNN_MAX_CPU_ISA": " AVX2 "}, ["AMX", "AVX512_BF16"], None),  # oneDNN does not trim: unknown, no cap
+    ({"ONEDNN_MAX_CPU_ISA": "NOT_AN_ISA"}, ["AMX", "AVX512_BF16"], None),  # oneDNN ignores it: no cap
 ])
-def test_a_onednn_isa_cap_hides_the_features_above_it(variable, level, kept, monkeypatch):
-    """As on a CPU with AMX and AVX-512 BF16, capped by the levels of oneDNN's dnnl_cpu_isa_t."""
+def test_a_onednn_isa_cap_hides_the_features_above_it(environment, kept, capped_by, monkeypatch):
+    """As on a CPU with AMX and AVX-512 BF16, capped as oneDNN's "CPU Dispatcher Control" says."""
     for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(variable, level)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert devices.native_bf16_features() == kept
-    assert ("oneDNN capped at" in devices.cpu_description()) == (level.upper() in devices.ONEDNN_ISA_BITS)
+    description = devices.cpu_description()
+    assert ("oneDNN capped at" in description) == (capped_by is not None)
+    assert capped_by is None or capped_by in description
 
 
 def test_the_probe_leaves_the_global_rng_alone(monkeypatch):

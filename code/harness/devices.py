@@ -219,30 +219,34 @@ def cpu_description():
     cpu_flags = set(found.group(1).split()) if found else set()
     shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags]
     cap = onednn_isa_cap()
-    capped = f"; oneDNN capped at {cap} by ONEDNN_MAX_CPU_ISA" if cap else ""
+    capped = f"; oneDNN capped at {cap[1]} by {cap[0]}" if cap else ""
     return (f"{cpu_model()} ({', '.join(shown)}; torch capability {torch.backends.cpu.get_cpu_capability()}"
             f"{capped})")
 
 
-# oneDNN's instruction-set levels, as ONEDNN_MAX_CPU_ISA names them, with their dnnl_cpu_isa_t bit masks
-# (oneDNN Developer Guide, "enum dnnl_cpu_isa_t"). A level without a feature's bit makes oneDNN compute
-# as a CPU without it: ONEDNN_MAX_CPU_ISA=AVX2 (with ATEN_CPU_CAPABILITY=avx2) runs an AVX-512 BF16 or
-# AMX CPU as an AVX2 one, which is how docs/measurements.md measures "a CPU without native bf16".
-ONEDNN_ISA_BITS = {"SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xf, "AVX2_VNNI_2": 0x1f,
-                   "AVX512_CORE": 0x27, "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xe7,
-                   "AVX10_1_512": 0x1ef, "AVX512_CORE_FP16": 0x1ef, "AVX10_1_512_AMX": 0xfef,
-                   "AVX512_CORE_AMX": 0xfef, "AVX10_1_512_AMX_FP16": 0x1fef, "AVX512_CORE_AMX_FP16": 0x1fef}
-_NATIVE_BF16 = (("AMX", "_is_amx_tile_supported", 0x800), ("AVX512_BF16", "_is_avx512_bf16_supported", 0x80))
+# oneDNN's instruction-set levels, as ONEDNN_MAX_CPU_ISA names them (oneDNN Developer Guide, "CPU
+# Dispatcher Control"; AVX10_2 and AVX10_2_AMX_2 in its newer releases), with the native bf16 features each
+# lets oneDNN use. A level below a feature makes oneDNN compute as a CPU without it:
+# ONEDNN_MAX_CPU_ISA=AVX2 (with ATEN_CPU_CAPABILITY=avx2) runs an AVX-512 BF16 or AMX CPU as an AVX2
+# one, which is how docs/measurements.md measures "a CPU without native bf16".
+ONEDNN_LEVELS = {
+    **dict.fromkeys(("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"), ()),
+    **dict.fromkeys(("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_2", "AVX10_2_512"),
+                    ("AVX512_BF16",)),
+    **dict.fromkeys(("AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16",
+                     "AVX10_2_AMX_2", "AVX10_2_512_AMX_2"), ("AMX", "AVX512_BF16")),
+}
+_NATIVE_BF16 = (("AMX", "_is_amx_tile_supported"), ("AVX512_BF16", "_is_avx512_bf16_supported"))
 
 
 def onednn_isa_cap():
-    """The instruction-set level ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA) caps oneDNN at,
-    upper-cased, or None where neither names a level (unset, DEFAULT, ALL or unknown: oneDNN then uses all
-    the CPU has)."""
+    """(variable, level) where ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA, caps oneDNN at one
+    of ONEDNN_LEVELS; else None. Read as oneDNN reads it: the first variable set to a non-empty value
+    counts, in any letter case, untrimmed; DEFAULT, ALL or an unknown value mean no cap."""
     for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        level = os.environ.get(variable, "").strip().upper()
+        level = os.environ.get(variable, "").upper()
         if level:
-            return level if level in ONEDNN_ISA_BITS else None
+            return (variable, level) if level in ONEDNN_LEVELS else None
     return None
 
 
@@ -252,9 +256,8 @@ def native_bf16_features():
     AVX-512), and PyTorch's oneDNN then runs bf16 autocast slower than fp32. A feature the CPU has but
     onednn_isa_cap() keeps oneDNN from using does not count."""
     cap = onednn_isa_cap()
-    allowed = ONEDNN_ISA_BITS[cap] if cap else ~0
-    return [name for name, check, bit in _NATIVE_BF16
-            if allowed & bit and getattr(torch.cpu, check, lambda: False)()]
+    return [name for name, check in _NATIVE_BF16
+            if (cap is None or name in ONEDNN_LEVELS[cap[1]]) and getattr(torch.cpu, check, lambda: False)()]
 
 
 def bf16_speedup():
