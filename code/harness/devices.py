@@ -212,18 +212,6 @@ def cpu_model():
     return found.group(1).strip() if found else "unknown CPU"
 
 
-def cpu_description():
-    """The CPU's model name and the flags that decide its fast paths (AVX2, AVX-512, bf16, AMX)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    found = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
-    cpu_flags = set(found.group(1).split()) if found else set()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags]
-    cap = onednn_isa_cap()
-    capped = f"; oneDNN capped at {cap[1]} by {cap[0]}" if cap else ""
-    return (f"{cpu_model()} ({', '.join(shown)}; torch capability {torch.backends.cpu.get_cpu_capability()}"
-            f"{capped})")
-
-
 # oneDNN's instruction-set levels, as ONEDNN_MAX_CPU_ISA names them (oneDNN Developer Guide, "CPU
 # Dispatcher Control"; AVX10_2 and AVX10_2_AMX_2 in its newer releases), with the native bf16 features each
 # lets oneDNN use. A level below a feature makes oneDNN compute as a CPU without it:
@@ -248,6 +236,19 @@ def onednn_isa_cap():
         if level:
             return (variable, level) if level in ONEDNN_LEVELS else None
     return None
+
+
+def cpu_description():
+    """The CPU's model name, the flags that decide its fast paths (AVX2, AVX-512, bf16, AMX) and any
+    oneDNN cap (onednn_isa_cap), for benchmark tables."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    found = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
+    cpu_flags = set(found.group(1).split()) if found else set()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags]
+    cap = onednn_isa_cap()
+    capped = f"; oneDNN capped at {cap[1]} by {cap[0]}" if cap else ""
+    return (f"{cpu_model()} ({', '.join(shown)}; torch capability {torch.backends.cpu.get_cpu_capability()}"
+            f"{capped})")
 
 
 def native_bf16_features():
