@@ -1,6 +1,9 @@
 """bfloat16 on the CPU (issue 26): detected from the CPU's features (against /proc/cpuinfo's flags),
 confirmed by a probe that leaves seeded runs alone, said in one line; predict.py --amp says how many
 val predictions bf16 changes."""
+import json
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import torch
 import main
 import predict
 from harness import checkpoints, devices
-from helpers import train_argv
+from helpers import REPO_ROOT, run_python, train_argv
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -48,6 +51,29 @@ def test_a_onednn_isa_cap_hides_the_features_above_it(environment, kept, capped_
     description = devices.cpu_description()
     assert ("oneDNN capped at" in description) == (capped_by is not None)
     assert capped_by is None or capped_by in description
+
+
+# In a fresh process (oneDNN reads its cap once): PyTorch's own view of oneDNN's bf16, the harness's
+# features, whether it would probe or pick bf16, and the CPU description's cap.
+CAPPED_CHECK = """
+import json, torch
+from harness import devices
+print(json.dumps([torch.ops.mkldnn._is_mkldnn_bf16_supported(), devices.native_bf16_features(),
+                  devices.cpu_bf16_is_faster(torch.device("cpu")), devices.cpu_description()]))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="AVX2 is an x86 instruction set")
+def test_capped_at_avx2_the_cpu_runs_as_one_without_native_bf16():
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 PyTorch says oneDNN has no bf16 (it falls back to its generic
+    kernels), and the harness agrees: no native feature, no probe, fp32 defaults, the cap named."""
+    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                   "PYTHONPATH": str(REPO_ROOT / "code")}
+    code, out, err = run_python("-c", CAPPED_CHECK, env=environment, timeout=120)
+    assert code == 0, err
+    onednn_bf16, features, picks_bf16, description = json.loads(out.splitlines()[-1])
+    assert (onednn_bf16, features, picks_bf16) == (False, [], False)
+    assert "torch capability AVX2; oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA" in description
 
 
 def test_the_probe_leaves_the_global_rng_alone(monkeypatch):
