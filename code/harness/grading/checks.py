@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import custom_transforms
 from . import conv_cases
 
 MODEL_BYTES_LIMIT = 10_000_000  # the challenge's limit: 10 MB
@@ -19,8 +20,6 @@ SALIENCY_COSINE = 0.99
 EPSILON = 0.1  # the assignment's PGD: 10 steps of 0.01 within 0.1 (L-inf), normalized units
 EPSILON_SLACK = 1e-5
 PGD_BAND = 0.1  # the student's mean target loss may exceed the reference's by 10% of its clean loss
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -245,8 +244,8 @@ def pgd_valid_range(result, answers):
     adv, lines = _adversarial(result, answers)
     if adv is None:
         return 0.0, lines
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    mean = torch.tensor(custom_transforms.IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(custom_transforms.IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
     pixels = adv * std + mean
     below, above = (-pixels).max().item(), (pixels - 1).max().item()
     out = max(below, above, 0.0)
