@@ -18,10 +18,15 @@ from helpers import REPO_ROOT, run_python, train_argv
 CPUINFO = Path("/proc/cpuinfo")
 
 
-@pytest.mark.skipif(not CPUINFO.is_file(), reason="no /proc/cpuinfo (not Linux)")
-def test_native_bf16_features_match_the_kernels_cpu_flags(monkeypatch):
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # as the CPU is, uncapped
+@pytest.fixture
+def uncapped(monkeypatch):
+    """No oneDNN instruction-set cap in the environment: the CPU as it is."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.skipif(not CPUINFO.is_file(), reason="no /proc/cpuinfo (not Linux)")
+def test_native_bf16_features_match_the_kernels_cpu_flags(uncapped):
     flags = set(re.search(r"^flags\s*:(.*)$", CPUINFO.read_text(), re.MULTILINE).group(1).split())
     expected = [name for name, flag in (("AMX", "amx_tile"), ("AVX512_BF16", "avx512_bf16")) if flag in flags]
     assert devices.native_bf16_features() == expected
@@ -39,10 +44,8 @@ def test_native_bf16_features_match_the_kernels_cpu_flags(monkeypatch):
     ({"ONEDNN_MAX_CPU_ISA": " AVX2 "}, ["AMX", "AVX512_BF16"], None),  # oneDNN does not trim: unknown, no cap
     ({"ONEDNN_MAX_CPU_ISA": "NOT_AN_ISA"}, ["AMX", "AVX512_BF16"], None),  # oneDNN ignores it: no cap
 ])
-def test_a_onednn_isa_cap_hides_the_features_above_it(environment, kept, capped_by, monkeypatch):
+def test_a_onednn_isa_cap_hides_the_features_above_it(environment, kept, capped_by, uncapped, monkeypatch):
     """As on a CPU with AMX and AVX-512 BF16, capped as oneDNN's "CPU Dispatcher Control" says."""
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
